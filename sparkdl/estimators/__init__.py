@@ -1,0 +1,6 @@
+"""Spark ML Estimators and Models wrapping torch architectures."""
+
+from sparkdl.estimators.base import TorchEstimator, TorchModel
+from sparkdl.estimators.mlp import MLPClassifier, MLPClassifierModel
+
+__all__ = ["TorchEstimator", "TorchModel", "MLPClassifier", "MLPClassifierModel"]

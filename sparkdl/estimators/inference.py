@@ -1,0 +1,134 @@
+"""Batched inference next to the data: ``mapInArrow`` over Arrow record batches.
+
+The features arrive as one Arrow list column; its flat value buffer is
+reshaped straight into a numpy array (no per-row Python objects), pushed
+through the network in chunks of ``inferenceBatchSize`` under
+``torch.inference_mode``, and the outputs are appended as Arrow columns.
+MLlib vectors are produced directly in their Arrow layout.
+
+The network is built once per Python worker: a small cache keyed by the
+model's uid and weights token keeps it across batches, tasks and jobs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+CACHE_SIZE = 4
+_cache: "OrderedDict[str, Any]" = OrderedDict()
+_cache_lock = threading.Lock()
+
+# The Arrow layout of pyspark.ml.linalg.VectorUDT (type 1 = dense).
+VECTOR_TYPE = pa.struct(
+    [
+        pa.field("type", pa.int8(), False),
+        pa.field("size", pa.int32()),
+        pa.field("indices", pa.list_(pa.field("element", pa.int32(), False))),
+        pa.field("values", pa.list_(pa.field("element", pa.float64(), False))),
+    ]
+)
+FLOAT_LIST = pa.list_(pa.field("element", pa.float32()))
+
+
+def cached_network(key: str, load: Callable[[], Any]):
+    """The network for ``key``, built by ``load()`` on first use in this worker."""
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    network = load()
+    with _cache_lock:
+        _cache[key] = network
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return network
+
+
+def dense_vectors(values: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+    """Rows of a 2-D array as an Arrow column of MLlib dense vectors."""
+    n, width = values.shape
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * width)
+    flat = pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1).astype(np.float64)), type=VECTOR_TYPE.field("values").type)
+    mask = None if valid is None else pa.array(~valid)
+    return pa.StructArray.from_arrays(
+        [pa.array(np.ones(n, np.int8)), pa.nulls(n, pa.int32()), pa.nulls(n, VECTOR_TYPE.field("indices").type), flat],
+        fields=list(VECTOR_TYPE),
+        mask=mask,
+    )
+
+
+def float_lists(values: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+    n = len(values)
+    width = int(np.prod(values.shape[1:])) if values.ndim > 1 else 1
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * width)
+    array = pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1).astype(np.float32)), type=FLOAT_LIST)
+    if valid is not None and not valid.all():
+        array = pa.array(array.to_pylist(), type=FLOAT_LIST, mask=~valid)
+    return array
+
+
+def doubles(values: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+    return pa.array(values.astype(np.float64), mask=None if valid is None else ~valid)
+
+
+def features_matrix(column: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """An Arrow list or vector column as a float32 (rows, width) matrix and a validity mask.
+
+    Rows that are null come back as zeros, flagged False in the mask (None
+    when every row is valid).
+    """
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    valid = None if column.null_count == 0 else np.asarray(column.is_valid())
+    if pa.types.is_struct(column.type):  # an MLlib vector
+        kinds = column.field("type").to_numpy(zero_copy_only=False)
+        if valid is None and (kinds == 1).all():
+            column = column.field("values")
+        else:
+            return _vectors_to_matrix(column, width, valid), valid
+    if valid is not None:
+        column = column.fill_null(pa.scalar([0.0] * width, column.type))
+    flat = column.flatten().to_numpy(zero_copy_only=False)
+    return flat.astype(np.float32, copy=False).reshape(len(column), width), valid
+
+
+def _vectors_to_matrix(column: pa.StructArray, width: int, valid: np.ndarray | None) -> np.ndarray:
+    matrix = np.zeros((len(column), width), np.float32)
+    for i, row in enumerate(column.to_pylist()):
+        if row is None:
+            continue
+        if row["type"] == 1:
+            matrix[i] = row["values"]
+        else:
+            matrix[i, row["indices"]] = row["values"]
+    return matrix
+
+
+def predict_batches(
+    batches: Iterator[pa.RecordBatch],
+    *,
+    features: str,
+    width: int,
+    batch_size: int,
+    network: Callable[[np.ndarray], dict[str, np.ndarray]],
+    outputs: list[tuple[str, str, Callable[[np.ndarray, np.ndarray | None], pa.Array]]],
+) -> Iterator[pa.RecordBatch]:
+    """Append one Arrow column per ``outputs`` entry to every batch.
+
+    ``network(x)`` maps a float32 (rows, width) chunk to named numpy
+    outputs; each ``outputs`` entry is (output name, column name, encoder).
+    """
+    for batch in batches:
+        x, valid = features_matrix(batch.column(batch.schema.get_field_index(features)), width)
+        starts = range(0, len(x), batch_size) if len(x) else [0]
+        chunks = [network(x[i : i + batch_size]) for i in starts]
+        columns, names = list(batch.columns), list(batch.schema.names)
+        for key, column_name, encode in outputs:
+            columns.append(encode(np.concatenate([c[key] for c in chunks]), valid))
+            names.append(column_name)
+        yield pa.RecordBatch.from_arrays(columns, names=names)
