@@ -89,7 +89,8 @@ class ColumnCheck:
 class DataSummary:
     rows: int
     lengths: dict[str, int]  # array length per array column
-    max_label: dict[str, float]
+    min_value: dict[str, float]  # per scalar column
+    max_value: dict[str, float]
 
 
 def check_values(df: DataFrame, checks: Sequence[ColumnCheck], who: str) -> DataSummary:
@@ -119,7 +120,8 @@ def check_values(df: DataFrame, checks: Sequence[ColumnCheck], who: str) -> Data
         raise ValueError(f"{who}: the DataFrame is empty; expected at least one row")
     problems: list[str] = []
     lengths: dict[str, int] = {}
-    max_label: dict[str, float] = {}
+    min_value: dict[str, float] = {}
+    max_value: dict[str, float] = {}
     for i, c in enumerate(checks):
         where = f"{c.role} column {c.column!r}"
         if row[f"nulls{i}"]:
@@ -140,7 +142,7 @@ def check_values(df: DataFrame, checks: Sequence[ColumnCheck], who: str) -> Data
             low, high = row[f"min{i}"], row[f"max{i}"]
             if low is None or (isinstance(low, float) and math.isnan(low)):
                 continue
-            max_label[c.column] = float(high)
+            min_value[c.column], max_value[c.column] = float(low), float(high)
             if (c.integral or c.num_classes is not None) and row[f"frac{i}"]:
                 problems.append(f"{where}: expected integral class labels, found {row[f'frac{i}']} non-integral values")
             if c.num_classes is not None and (low < 0 or high > c.num_classes - 1):
@@ -151,4 +153,4 @@ def check_values(df: DataFrame, checks: Sequence[ColumnCheck], who: str) -> Data
                 problems.append(f"{where}: expected class labels >= 0, found {low:g}")
     if problems:
         raise ValueError(f"{who}: invalid input data: " + "; ".join(problems))
-    return DataSummary(rows=int(row["rows"]), lengths=lengths, max_label=max_label)
+    return DataSummary(rows=int(row["rows"]), lengths=lengths, min_value=min_value, max_value=max_value)

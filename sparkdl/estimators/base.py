@@ -8,7 +8,10 @@ on the chosen backend and returns a ``TorchModel``. The model's
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import threading
 import warnings
 from typing import Any
 
@@ -16,13 +19,31 @@ import numpy as np
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.linalg import VectorUDT
+from pyspark.ml.util import MLReadable, MLWritable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sparkdl.data.materialize import materialize
-from sparkdl.data.schema import ColumnCheck, check_features_type, check_label_type, check_values, column_type
+from sparkdl.data.schema import (
+    ColumnCheck,
+    DataSummary,
+    check_features_type,
+    check_label_type,
+    check_values,
+    column_type,
+)
 from sparkdl.estimators import inference
+from sparkdl.estimators.persistence import (
+    AtomicWriter,
+    StageReader,
+    load_factory,
+    load_weights,
+    save_factory,
+    save_weights,
+    set_params,
+    write_metadata,
+)
 from sparkdl.estimators.params import BACKENDS, OPTIMIZERS, TASKS, TorchParams, add_accessors
 from sparkdl.training.backends import get_backend
 from sparkdl.training.loop import LOSSES
@@ -32,7 +53,7 @@ DEFAULT_LOSS = {"classification": "cross_entropy", "regression": "mse", "reconst
 
 
 @add_accessors
-class TorchEstimator(Estimator, TorchParams):
+class TorchEstimator(Estimator, TorchParams, MLWritable, MLReadable):
     """Train any ``sparkdl.nn`` architecture (or your own module factory) on a DataFrame.
 
     >>> est = TorchEstimator(architecture="mlp", architectureParams={"hiddenLayers": [32]},
@@ -42,6 +63,7 @@ class TorchEstimator(Estimator, TorchParams):
     """
 
     _model_class: type | None = None  # the Model class fit returns; set below
+    _test_hooks: dict[str, Any] = {}  # faults injected by tests, e.g. {"fail_at_epoch": 3}
 
     @keyword_only
     def __init__(self, **kwargs: Any) -> None:
@@ -108,102 +130,135 @@ class TorchEstimator(Estimator, TorchParams):
         cores = dataset.sparkSession.sparkContext.defaultParallelism
         requested = self.getNumProc()
         if requested is None:
-            return max(1, min(cores, 2))
+            return cores
         if requested > cores:
             raise ValueError(
                 f"numProc: expected at most {cores} (the cores Spark has for tasks), found {requested}"
             )
         return requested
 
-    def _check_data(self, dataset: DataFrame) -> tuple[tuple[int, ...], int, int]:
-        """Check schema and values; return (inputShape, outputSize, rows)."""
+    def _label_is_array(self, dataset: DataFrame) -> bool:
+        data_type = dataset.schema[self.getLabelCol()].dataType
+        return isinstance(data_type, (T.ArrayType, VectorUDT))
+
+    def _summarize(self, dataset: DataFrame) -> DataSummary:
+        """Check column types, then every value in one aggregate."""
         task = self.getTask()
         features, label = self.getFeaturesCol(), self.getLabelCol()
         check_features_type(dataset, features)
-        checks = [ColumnCheck(features, "featuresCol", is_array=True, length=self._expected_length())]
-        label_is_array = False
+        checks = [ColumnCheck(features, "featuresCol", is_array=True)]
         if task != "reconstruction":
             check_label_type(dataset, label, allow_array=(task == "regression"))
-            label_type = dataset.schema[label].dataType
-            label_is_array = isinstance(label_type, (T.ArrayType, VectorUDT))
-            weights = self.getClassWeights()
             checks.append(
-                ColumnCheck(
-                    label,
-                    "labelCol",
-                    is_array=label_is_array,
-                    num_classes=len(weights) if (task == "classification" and weights) else None,
-                    integral=(task == "classification"),
-                )
+                ColumnCheck(label, "labelCol", is_array=self._label_is_array(dataset), integral=(task == "classification"))
             )
         validation = self.getValidationCol()
         if validation is not None:
             data_type = column_type(dataset, validation, "validationCol")
             if not isinstance(data_type, (T.BooleanType, T.IntegerType, T.LongType, T.ShortType, T.ByteType)):
                 raise TypeError(f"validationCol: column {validation!r} must be boolean; found {data_type.simpleString()}")
-        summary = check_values(dataset, checks, type(self).__name__)
+        return check_values(dataset, checks, type(self).__name__)
+
+    def _shapes(self, dataset: DataFrame, summary: DataSummary) -> tuple[tuple[int, ...], int]:
+        """(inputShape, outputSize) from the Params and the data summary."""
+        features, label = self.getFeaturesCol(), self.getLabelCol()
         width = summary.lengths[features]
-        shape = tuple(self.getInputShape() or [width])
-        if task == "classification":
-            output_size = len(self.getClassWeights() or []) or max(2, int(summary.max_label[label]) + 1)
-        elif task == "regression":
-            output_size = summary.lengths[label] if label_is_array else 1
-        else:
-            output_size = width
-        return shape, output_size, summary.rows
-
-    def _expected_length(self) -> int | None:
         shape = self.getInputShape()
-        if shape is None:
-            return None
-        if any(d <= 0 for d in shape):
-            raise ValueError(f"inputShape: expected positive dimensions, found {shape}")
-        return math.prod(shape)
+        if shape is not None:
+            if any(d <= 0 for d in shape):
+                raise ValueError(f"inputShape: expected positive dimensions, found {shape}")
+            if math.prod(shape) != width:
+                raise ValueError(
+                    f"inputShape: {shape} holds {math.prod(shape)} values, but column {features!r} "
+                    f"has arrays of length {width}"
+                )
+        shape = tuple(shape or [width])
+        task = self.getTask()
+        if task == "classification":
+            weights = self.getClassWeights()
+            low, high = summary.min_value[label], summary.max_value[label]
+            num_classes = len(weights) if weights else max(2, int(high) + 1)
+            if weights and high > num_classes - 1:
+                raise ValueError(
+                    f"labelCol column {label!r}: expected class labels in 0..{num_classes - 1} "
+                    f"(classWeights has {num_classes} entries), found values up to {high:g}"
+                )
+            if low < 0:
+                raise ValueError(f"labelCol column {label!r}: expected class labels >= 0, found {low:g}")
+            return shape, num_classes
+        if task == "regression":
+            return shape, summary.lengths[label] if self._label_is_array(dataset) else 1
+        return shape, width
 
-    def _fit(self, dataset: DataFrame) -> "TorchModel":
-        self._validate_params()
-        num_proc = self._num_proc(dataset)
-        input_shape, output_size, rows = self._check_data(dataset)
-        if rows < num_proc:
-            raise ValueError(f"numProc: expected at most one rank per row ({rows} rows), found {num_proc}")
-        validation = self._validation_flag()
-        architecture = self.getArchitecture()
-        with materialize(
+    def _materialize(self, dataset: DataFrame):
+        """Write the training columns to Parquet; a context manager that deletes them."""
+        return materialize(
             dataset,
             self.getFeaturesCol(),
             None if self.getTask() == "reconstruction" else self.getLabelCol(),
-            validation,
-        ) as data:
-            spec = TrainSpec(
-                data=data,
-                architecture=architecture if isinstance(architecture, str) else _pickle_factory(architecture),
-                architectureParams=self._architecture_params(),
-                inputShape=input_shape,
-                outputSize=output_size,
-                task=self.getTask(),
-                lossFunction=self.getLossFunction() or DEFAULT_LOSS[self.getTask()],
-                optimizer=self.getOptimizer(),
-                learningRate=self.getLearningRate(),
-                momentum=self.getMomentum(),
-                weightDecay=self.getWeightDecay(),
-                epochs=self.getEpochs(),
-                batchSize=self.getBatchSize(),
-                seed=self.getSeed(),
-                gradientClipNorm=self.getGradientClipNorm(),
-                classWeights=tuple(self.getClassWeights()) if self.getClassWeights() else None,
-                earlyStoppingPatience=self.getEarlyStoppingPatience(),
-                earlyStoppingMetric=self.getEarlyStoppingMetric(),
-                checkpointDir=self.getCheckpointDir(),
-                resume=self.getResume(),
-                verbose=self.getVerbose(),
-                testHooks=dict(getattr(self, "_test_hooks", {})),
-            )
-            result = get_backend(self.getBackend(), num_proc, self.getVerbose()).run(spec)
-        model_class = self._model_class or TorchModel
-        model = model_class._from_training(spec, result)
-        model._resetUid(model.uid)
+            self._validation_flag(),
+        )
+
+    def _spec(self, data, shape: tuple[int, ...], output_size: int) -> TrainSpec:
+        architecture = self.getArchitecture()
+        return TrainSpec(
+            data=data,
+            architecture=architecture if isinstance(architecture, str) else _pickle_factory(architecture),
+            architectureParams=self._architecture_params(),
+            inputShape=shape,
+            outputSize=output_size,
+            task=self.getTask(),
+            lossFunction=self.getLossFunction() or DEFAULT_LOSS[self.getTask()],
+            optimizer=self.getOptimizer(),
+            learningRate=self.getLearningRate(),
+            momentum=self.getMomentum(),
+            weightDecay=self.getWeightDecay(),
+            epochs=self.getEpochs(),
+            batchSize=self.getBatchSize(),
+            seed=self.getSeed(),
+            gradientClipNorm=self.getGradientClipNorm(),
+            classWeights=tuple(self.getClassWeights()) if self.getClassWeights() else None,
+            earlyStoppingPatience=self.getEarlyStoppingPatience(),
+            earlyStoppingMetric=self.getEarlyStoppingMetric(),
+            checkpointDir=self.getCheckpointDir(),
+            resume=self.getResume(),
+            verbose=self.getVerbose(),
+            testHooks=dict(self._test_hooks),
+        )
+
+    def _check(self, dataset: DataFrame, summary: DataSummary | None = None):
+        """Everything that can be wrong, found before any training job: (summary, shape, outputSize, numProc)."""
+        self._validate_params()
+        num_proc = self._num_proc(dataset)
+        summary = summary or self._summarize(dataset)
+        shape, output_size = self._shapes(dataset, summary)
+        if summary.rows < num_proc:
+            raise ValueError(f"numProc: expected at most one rank per row ({summary.rows} rows), found {num_proc}")
+        return summary, shape, output_size, num_proc
+
+    def _train(self, data, shape, output_size, num_proc) -> "TorchModel":
+        spec = self._spec(data, shape, output_size)
+        result = get_backend(self.getBackend(), num_proc, self.getVerbose()).run(spec)
+        model = (self._model_class or TorchModel)._from_training(spec, result)
         self._copyValues(model)
         return model
+
+    def _fit(self, dataset: DataFrame) -> "TorchModel":
+        _, shape, output_size, num_proc = self._check(dataset)
+        with self._materialize(dataset) as data:
+            return self._train(data, shape, output_size, num_proc)
+
+    def fitMultiple(self, dataset: DataFrame, paramMaps):
+        """Fit one model per param map, materialising the training data once for all of them.
+
+        The Parquet data is deleted after the last model is fitted, or when
+        a fit fails. Param maps that change which data is used (columns,
+        task, validation split, seed) fall back to one materialisation each.
+        """
+        estimators = [self.copy(m) for m in paramMaps]
+        if any(p.name in DATA_PARAMS for m in paramMaps for p in m):
+            return super().fitMultiple(dataset, paramMaps)
+        return _SharedDataFits(self, estimators, dataset)
 
     def _validation_flag(self):
         if self.getValidationCol() is not None:
@@ -212,15 +267,122 @@ class TorchEstimator(Estimator, TorchParams):
             return F.rand(self.getSeed()) < F.lit(self.getValidationFraction())
         return None
 
+    # -- persistence ----------------------------------------------------------------
+    def write(self) -> AtomicWriter:
+        """Saves Params (and a custom factory, pickled) without training data."""
+        return AtomicWriter(self)
+
+    @classmethod
+    def read(cls) -> StageReader:
+        return StageReader(cls)
+
+    @classmethod
+    def load(cls, path: str, allowPickle: bool = False):
+        """Load a saved estimator; ``allowPickle`` is needed for a custom module factory."""
+        return StageReader(cls, allowPickle).load(path)
+
+    def _save_to(self, path: str) -> None:
+        extra: dict[str, Any] = {"pickled": False}
+        if callable(self.getArchitecture()):
+            extra = {"pickled": True, "pickleSha256": save_factory(path, _pickle_factory(self.getArchitecture()))}
+        write_metadata(path, self, extra)
+
+    @classmethod
+    def _load_from(cls, path: str, metadata: dict[str, Any], allowPickle: bool):
+        import cloudpickle
+
+        instance = cls()
+        instance._resetUid(metadata["uid"])
+        set_params(instance, metadata)
+        info = metadata["sparkdl"]
+        if info.get("pickled"):
+            instance._set(architecture=cloudpickle.loads(load_factory(path, info["pickleSha256"], allowPickle)))
+        return instance
+
+    def copy(self, extra=None):
+        copied = super().copy(extra)
+        copied._test_hooks = dict(self._test_hooks)
+        return copied
+
+
+# Params that change which rows and columns are materialised.
+DATA_PARAMS = {"featuresCol", "labelCol", "task", "validationCol", "validationFraction", "seed"}
+
+
+class _SharedDataFits:
+    """Thread-safe iterator of (index, model) that trains every estimator on one materialisation."""
+
+    def __init__(self, owner: TorchEstimator, estimators: list[TorchEstimator], dataset: DataFrame):
+        self.owner, self.estimators, self.dataset = owner, estimators, dataset
+        self.lock = threading.Lock()
+        self.next_index, self.done = 0, 0
+        self.context = None
+        self.data = None
+        self.summary: DataSummary | None = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        with self.lock:
+            if self.next_index >= len(self.estimators):
+                raise StopIteration
+            index = self.next_index
+            self.next_index += 1
+            try:
+                if self.data is None:
+                    self.summary = self.owner._summarize(self.dataset)
+                    self.context = self.owner._materialize(self.dataset)
+                    self.data = self.context.__enter__()
+            except BaseException:
+                self.close()
+                raise
+        estimator = self.estimators[index]
+        try:
+            _, shape, output_size, num_proc = estimator._check(self.dataset, self.summary)
+            model = estimator._train(self.data, shape, output_size, num_proc)
+        except BaseException:
+            self.close()
+            raise
+        with self.lock:
+            self.done += 1
+            if self.done == len(self.estimators):
+                self.close()
+        return index, model
+
+    def close(self) -> None:
+        if self.context is not None:
+            context, self.context = self.context, None
+            context.__exit__(None, None, None)
+
+    def __del__(self):
+        self.close()
+
 
 def _pickle_factory(factory) -> bytes:
+    """Cloudpickle a module factory so executors can load it without the user's files.
+
+    Functions from a user's own module (a script, a test file, a notebook
+    helper) are pickled by value: executors may not be able to import it.
+    """
+    import sys
+
     import cloudpickle
 
-    return cloudpickle.dumps(factory)
+    module = sys.modules.get(getattr(factory, "__module__", "") or "")
+    path = getattr(module, "__file__", None) or ""
+    by_value = module is not None and module.__name__ != "__main__" and path and "site-packages" not in path and not module.__name__.startswith("sparkdl")
+    if by_value:
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        return cloudpickle.dumps(factory)
+    finally:
+        if by_value:
+            cloudpickle.unregister_pickle_by_value(module)
 
 
 @add_accessors
-class TorchModel(Model, TorchParams):
+class TorchModel(Model, TorchParams, MLWritable, MLReadable):
     """A fitted torch network as a Spark Transformer.
 
     ``transform`` adds, for classification, ``prediction`` (double) and
@@ -235,6 +397,8 @@ class TorchModel(Model, TorchParams):
         self.history: list[dict[str, float]] = []
         self.bestEpoch: int | None = None
         self.rankDigests: list[str] = []
+        self.rankEpochs: list[int] = []
+        self.epochsRun: list[int] = []
         self._broadcast = None
 
     @classmethod
@@ -251,6 +415,8 @@ class TorchModel(Model, TorchParams):
         model.history = result.history
         model.bestEpoch = result.bestEpoch
         model.rankDigests = result.rankDigests
+        model.rankEpochs = result.rankEpochs
+        model.epochsRun = result.epochsRun
         return model
 
     @property
@@ -261,6 +427,67 @@ class TorchModel(Model, TorchParams):
     def network(self):
         """A torch module holding the fitted weights, in eval mode."""
         return _build_network(self.architectureSpec, self.weights)
+
+    # -- persistence ----------------------------------------------------------------
+    def write(self) -> AtomicWriter:
+        """``model.write().overwrite().save(path)``: metadata, safetensors weights, history."""
+        return AtomicWriter(self)
+
+    @classmethod
+    def read(cls) -> StageReader:
+        return StageReader(cls)
+
+    @classmethod
+    def load(cls, path: str, allowPickle: bool = False) -> "TorchModel":
+        """Load any saved sparkdl model (``TorchModel.load``) or one kind (``MLPClassifierModel.load``).
+
+        A model whose architecture is a user's module factory loads only with
+        ``allowPickle=True``: that runs code from the saved file.
+        """
+        return StageReader(cls, allowPickle).load(path)
+
+    def _save_to(self, path: str) -> None:
+        spec = self.architectureSpec
+        pickled = isinstance(spec["architecture"], bytes)
+        extra = {
+            "architecture": None if pickled else spec["architecture"],
+            "pickled": pickled,
+            "architectureParams": spec["architectureParams"],
+            "inputShape": spec["inputShape"],
+            "outputSize": spec["outputSize"],
+            "task": spec["task"],
+            "bestEpoch": self.bestEpoch,
+            "weightsSha256": save_weights(path, self.weights),
+        }
+        if pickled:
+            extra["pickleSha256"] = save_factory(path, spec["architecture"])
+        with open(os.path.join(path, "history.json"), "w") as f:
+            json.dump(self.history, f)
+        write_metadata(path, self, extra)
+
+    @classmethod
+    def _load_from(cls, path: str, metadata: dict[str, Any], allowPickle: bool) -> "TorchModel":
+        info = metadata["sparkdl"]
+        model = cls()
+        model._resetUid(metadata["uid"])
+        set_params(model, metadata)
+        architecture = load_factory(path, info["pickleSha256"], allowPickle) if info["pickled"] else info["architecture"]
+        model.architectureSpec = {
+            "architecture": architecture,
+            "architectureParams": info["architectureParams"],
+            "inputShape": info["inputShape"],
+            "outputSize": info["outputSize"],
+            "task": info["task"],
+        }
+        model.weights = load_weights(path, info["weightsSha256"])
+        model.bestEpoch = info.get("bestEpoch")
+        with open(os.path.join(path, "history.json")) as f:
+            model.history = json.load(f)
+        try:
+            model.network()  # the weights must fit the stored architecture
+        except (RuntimeError, ValueError, TypeError) as err:
+            raise ValueError(f"path {path!r}: the weights do not match the stored architecture ({err})") from None
+        return model
 
     # -- transform ----------------------------------------------------------------
     def _payload(self):

@@ -41,6 +41,8 @@ class TrainResult:
     bestEpoch: int | None
     rank: int
     rankDigests: list[str]  # a fingerprint of the final weights of each rank
+    rankEpochs: list[int]  # the last epoch each rank completed
+    epochsRun: list[int]  # the epochs trained by this call (a resumed run skips the others)
 
     @property
     def ranksAgree(self) -> bool:
@@ -77,7 +79,15 @@ def make_optimizer(spec: TrainSpec, params) -> torch.optim.Optimizer:
     raise ValueError(f"optimizer: unknown name {spec.optimizer!r}")
 
 
-def compute_loss(spec: TrainSpec, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def compute_loss(spec: TrainSpec, output: torch.Tensor, target: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+    """The task loss, plus the module's own penalty (``extra_loss``: a VAE's KL term, a sparsity term)."""
+    loss = _task_loss(spec, output, target)
+    if model is not None and hasattr(model, "extra_loss"):
+        loss = loss + model.extra_loss()
+    return loss
+
+
+def _task_loss(spec: TrainSpec, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     name = spec.lossFunction
     if name == "cross_entropy":
         weight = torch.tensor(spec.classWeights, dtype=output.dtype) if spec.classWeights else None
@@ -89,8 +99,8 @@ def compute_loss(spec: TrainSpec, output: torch.Tensor, target: torch.Tensor) ->
         return F.l1_loss(output, target)
     if name == "huber":
         return F.huber_loss(output, target)
-    if name == "bce":
-        return F.binary_cross_entropy_with_logits(output, target)
+    if name == "bce":  # the output is a probability (a sigmoid output layer)
+        return F.binary_cross_entropy(output.clamp(1e-7, 1 - 1e-7), target)
     raise ValueError(f"lossFunction: unknown name {name!r}")
 
 
@@ -106,7 +116,7 @@ def _batch_stats(spec: TrainSpec, output: torch.Tensor, target: torch.Tensor, lo
 
 
 def _metrics(spec: TrainSpec, sums: np.ndarray, prefix: str) -> dict[str, float]:
-    loss_sum, n, extra = sums
+    loss_sum, n, extra = (float(v) for v in sums)  # plain floats: checkpoints load with weights_only
     metrics = {f"{prefix}loss": loss_sum / n}
     if spec.task == "classification":
         metrics[f"{prefix}accuracy"] = extra / n
@@ -187,6 +197,7 @@ def train(spec: TrainSpec, comm) -> TrainResult:
     comm.broadcast_state(model, optimizer)
     network, optimizer = comm.wrap(model, optimizer)
     maximize = "accuracy" in spec.earlyStoppingMetric
+    epochs_run: list[int] = []
 
     for epoch in range(start_epoch, spec.epochs):
         began = time.perf_counter()
@@ -200,7 +211,7 @@ def train(spec: TrainSpec, comm) -> TrainResult:
             index = order[step * spec.batchSize : (step + 1) * spec.batchSize]
             xb, yb = x_train[index], y_train[index]
             output = network(xb)
-            loss = compute_loss(spec, output, yb)
+            loss = compute_loss(spec, output, yb, model)
             optimizer.zero_grad()
             loss.backward()
             comm.step(optimizer, model, spec.gradientClipNorm)
@@ -211,6 +222,7 @@ def train(spec: TrainSpec, comm) -> TrainResult:
             record.update(_metrics(spec, comm.allreduce_sum(evaluate(spec, model, x_val, y_val)), "val_"))
         record["seconds"] = time.perf_counter() - began
         history.append(record)
+        epochs_run.append(epoch + 1)
         stop = False
         if validating:
             metric = record[spec.earlyStoppingMetric]
@@ -234,7 +246,10 @@ def train(spec: TrainSpec, comm) -> TrainResult:
     if validating and best["state"] is not None and spec.earlyStoppingPatience is not None:
         model.load_state_dict(best["state"])
     weights = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()} if comm.rank == 0 else None
-    return TrainResult(weights, history, best["epoch"], comm.rank, _rank_digests(model, comm))
+    slots = np.zeros(comm.size)
+    slots[comm.rank] = history[-1]["epoch"] if history else 0
+    rank_epochs = [int(e) for e in comm.allreduce_sum(slots)]
+    return TrainResult(weights, history, best["epoch"], comm.rank, _rank_digests(model, comm), rank_epochs, epochs_run)
 
 
 @torch.no_grad()
@@ -244,7 +259,7 @@ def evaluate(spec: TrainSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     for start in range(0, len(x), 4096):
         output = model(x[start : start + 4096])
         target = y[start : start + 4096]
-        sums += _batch_stats(spec, output, target, compute_loss(spec, output, target))
+        sums += _batch_stats(spec, output, target, compute_loss(spec, output, target, model))
     return sums
 
 

@@ -1,0 +1,225 @@
+"""Saving and loading sparkdl stages without pickle.
+
+A saved model is a directory:
+
+    metadata/part-00000     Spark ML metadata JSON (class, uid, Params) plus a
+                            "sparkdl" section: architecture name and kwargs,
+                            input shape, output size, task, sha256 of the weights
+    weights.safetensors     the state dict
+    history.json            one record per epoch
+    architecture.pkl        only for a user's own module factory (cloudpickle);
+                            loaded only with allowPickle=True
+
+The layout is what ``DefaultParamsReader.loadMetadata`` reads, so models load
+inside ``PipelineModel.load``. Loading runs no code from the files unless
+``allowPickle`` is given. A save goes to a temporary sibling directory that
+is renamed into place: an interrupted save never leaves a half-written
+model at the target path. Paths are local (or FUSE-mounted) directories.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from typing import Any, Iterator
+from urllib.parse import urlparse
+
+import numpy as np
+from pyspark.ml.util import MLReader, MLWriter
+
+FORMAT_VERSION = 1
+WEIGHTS, HISTORY, PICKLED = "weights.safetensors", "history.json", "architecture.pkl"
+
+_pickle_allowed = threading.local()
+
+
+@contextlib.contextmanager
+def allow_pickle() -> Iterator[None]:
+    """Allow loading user module factories (cloudpickle) inside this block, e.g. for
+    ``PipelineModel.load`` of a pipeline whose model uses a custom architecture."""
+    previous = getattr(_pickle_allowed, "value", False)
+    _pickle_allowed.value = True
+    try:
+        yield
+    finally:
+        _pickle_allowed.value = previous
+
+
+def local_path(path: str) -> str:
+    parsed = urlparse(path)
+    if parsed.scheme in ("", "file"):
+        return parsed.path if parsed.scheme else path
+    raise ValueError(f"path: sparkdl saves to local or mounted directories; found {path!r}")
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _json_params(instance, param_map) -> dict[str, Any]:
+    return {p.name: v for p, v in param_map.items() if not callable(v)}
+
+
+def metadata_json(instance, extra: dict[str, Any]) -> str:
+    from pyspark import SparkContext
+
+    sc = SparkContext.getOrCreate()
+    return json.dumps(
+        {
+            "class": f"{type(instance).__module__}.{type(instance).__name__}",
+            "timestamp": int(time.time() * 1000),
+            "sparkVersion": sc.version,
+            "uid": instance.uid,
+            "paramMap": _json_params(instance, instance._paramMap),
+            "defaultParamMap": _json_params(instance, instance._defaultParamMap),
+            "sparkdl": {"format": FORMAT_VERSION, **extra},
+        },
+        separators=(",", ":"),
+    )
+
+
+class AtomicWriter(MLWriter):
+    """Writes ``instance`` into a temporary directory, then renames it to the target."""
+
+    def __init__(self, instance) -> None:
+        super().__init__()
+        self.instance = instance
+
+    def save(self, path: str) -> None:
+        target = os.path.abspath(local_path(path))
+        if os.path.exists(target) and not self.shouldOverwrite:
+            raise ValueError(
+                f"path {path!r} already exists; use write().overwrite().save(path) to replace it"
+            )
+        parent = os.path.dirname(target)
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.saving-", dir=parent)
+        try:
+            self.saveImpl(staging)
+            if os.path.exists(target):
+                retired = os.path.join(parent, f".{os.path.basename(target)}.old-{uuid.uuid4().hex}")
+                os.rename(target, retired)
+                os.rename(staging, target)
+                shutil.rmtree(retired, ignore_errors=True)
+            else:
+                os.rename(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def saveImpl(self, path: str) -> None:
+        self.instance._save_to(path)
+
+
+def write_metadata(path: str, instance, extra: dict[str, Any]) -> None:
+    os.makedirs(os.path.join(path, "metadata"), exist_ok=True)
+    with open(os.path.join(path, "metadata", "part-00000"), "w") as f:
+        f.write(metadata_json(instance, extra) + "\n")
+    open(os.path.join(path, "metadata", "_SUCCESS"), "w").close()
+
+
+def read_metadata(path: str) -> dict[str, Any]:
+    file = os.path.join(local_path(path), "metadata", "part-00000")
+    try:
+        with open(file) as f:
+            metadata = json.loads(f.readline())
+    except FileNotFoundError:
+        raise ValueError(f"path {path!r}: not a saved sparkdl stage (no metadata/part-00000)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"path {path!r}: corrupted metadata ({err})") from None
+    if "sparkdl" not in metadata or "class" not in metadata:
+        raise ValueError(f"path {path!r}: the metadata was not written by sparkdl")
+    return metadata
+
+
+def stage_class(metadata: dict[str, Any], path: str, base: type) -> type:
+    """The class named in the metadata; only sparkdl subclasses of ``base`` are accepted."""
+    module_name, _, class_name = metadata["class"].rpartition(".")
+    if not module_name.startswith("sparkdl."):
+        raise ValueError(f"path {path!r}: holds a {metadata['class']}, not a sparkdl stage")
+    cls = getattr(importlib.import_module(module_name), class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ValueError(f"path {path!r}: holds a {metadata['class']}, expected a {base.__name__}")
+    return cls
+
+
+def set_params(instance, metadata: dict[str, Any]) -> None:
+    for name, value in metadata["paramMap"].items():
+        if instance.hasParam(name):
+            instance._set(**{name: value})
+    for name, value in metadata["defaultParamMap"].items():
+        if instance.hasParam(name):
+            instance._setDefault(**{name: value})
+
+
+def save_weights(path: str, weights: dict[str, np.ndarray]) -> str:
+    from safetensors.numpy import save_file
+
+    file = os.path.join(path, WEIGHTS)
+    save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, file)
+    return sha256_file(file)
+
+
+def load_weights(path: str, expected_sha256: str) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    file = os.path.join(path, WEIGHTS)
+    if not os.path.exists(file):
+        raise ValueError(f"path {path!r}: missing {WEIGHTS}")
+    if sha256_file(file) != expected_sha256:
+        raise ValueError(f"path {path!r}: {WEIGHTS} does not match the checksum in its metadata (modified or truncated)")
+    try:
+        return load_file(file)
+    except Exception as err:  # safetensors raises its own error types
+        raise ValueError(f"path {path!r}: {WEIGHTS} is not a valid safetensors file ({err})") from None
+
+
+def save_factory(path: str, factory) -> str:
+    import cloudpickle
+
+    file = os.path.join(path, PICKLED)
+    with open(file, "wb") as f:
+        cloudpickle.dump(factory, f)
+    return sha256_file(file)
+
+
+def load_factory(path: str, expected_sha256: str, allowPickle: bool):
+    if not (allowPickle or getattr(_pickle_allowed, "value", False)):
+        raise ValueError(
+            f"path {path!r}: the architecture is a pickled Python factory; loading it runs code "
+            "from the file. Pass allowPickle=True (or use sparkdl.estimators.allow_pickle()) "
+            "if you trust this file"
+        )
+    file = os.path.join(path, PICKLED)
+    if sha256_file(file) != expected_sha256:
+        raise ValueError(f"path {path!r}: {PICKLED} does not match the checksum in its metadata")
+    import cloudpickle
+
+    with open(file, "rb") as f:
+        return cloudpickle.load(f)
+
+
+class StageReader(MLReader):
+    """Reads any sparkdl stage saved by ``AtomicWriter`` (dispatching on the saved class)."""
+
+    def __init__(self, base: type, allowPickle: bool = False) -> None:
+        super().__init__()
+        self.base = base
+        self.allowPickle = allowPickle
+
+    def load(self, path: str):
+        metadata = read_metadata(path)
+        cls = stage_class(metadata, path, self.base)
+        return cls._load_from(local_path(path), metadata, self.allowPickle)
