@@ -31,3 +31,24 @@ def digits_df(spark):
     from sparkdl.datasets import digits
 
     return digits(spark).cache()
+
+
+_FIGURES: list[tuple[str, str]] = []
+
+
+@pytest.fixture
+def report():
+    """Record a measured figure; the terminal summary lists them all at the end of the run."""
+
+    def add(name: str, value) -> None:
+        _FIGURES.append((name, f"{value:.4f}" if isinstance(value, float) else str(value)))
+
+    return add
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _FIGURES:
+        terminalreporter.section("measured figures")
+        width = max(len(name) for name, _ in _FIGURES)
+        for name, value in _FIGURES:
+            terminalreporter.write_line(f"{name:<{width}}  {value}")

@@ -1,7 +1,20 @@
-"""Spark ML Estimators and Models wrapping torch architectures."""
+"""Spark ML Estimators and Models wrapping torch architectures.
 
+Each estimator ``X`` fits an ``XModel`` (a ``TorchModel``); any saved model
+loads with ``TorchModel.load(path)``.
+"""
+
+from sparkdl.estimators.autoencoder import Autoencoder, AutoencoderModel
 from sparkdl.estimators.base import TorchEstimator, TorchModel
-from sparkdl.estimators.mlp import MLPClassifier, MLPClassifierModel
+from sparkdl.estimators.cnn import CNNClassifier, CNNClassifierModel, CNNRegressor, CNNRegressorModel
+from sparkdl.estimators.mlp import MLPClassifier, MLPClassifierModel, MLPRegressor, MLPRegressorModel
 from sparkdl.estimators.persistence import allow_pickle
+from sparkdl.estimators.recurrent import RNNClassifier, RNNClassifierModel, RNNRegressor, RNNRegressorModel
 
-__all__ = ["TorchEstimator", "TorchModel", "MLPClassifier", "MLPClassifierModel", "allow_pickle"]
+__all__ = [
+    "Autoencoder", "AutoencoderModel",
+    "CNNClassifier", "CNNClassifierModel", "CNNRegressor", "CNNRegressorModel",
+    "MLPClassifier", "MLPClassifierModel", "MLPRegressor", "MLPRegressorModel",
+    "RNNClassifier", "RNNClassifierModel", "RNNRegressor", "RNNRegressorModel",
+    "TorchEstimator", "TorchModel", "allow_pickle",
+]

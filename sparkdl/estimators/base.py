@@ -118,11 +118,6 @@ class TorchEstimator(Estimator, TorchParams, MLWritable, MLReadable):
                 raise ValueError(f"{name}: expected a value > 0 or None, found {value!r}")
         if self.getResume() and not self.getCheckpointDir():
             raise ValueError("resume: expected checkpointDir to be set, found None")
-        architecture = self.getArchitecture()
-        if isinstance(architecture, str):
-            from sparkdl.nn.registry import check_kwargs
-
-            check_kwargs(architecture, self._architecture_params())
 
     def _num_proc(self, dataset: DataFrame) -> int:
         if self.getBackend() == "local":
@@ -199,8 +194,12 @@ class TorchEstimator(Estimator, TorchParams, MLWritable, MLReadable):
             self._validation_flag(),
         )
 
+    def _architecture_for(self, shape: tuple[int, ...]):
+        """The architecture to build for inputs of ``shape`` (named estimators may choose by shape)."""
+        return self.getArchitecture()
+
     def _spec(self, data, shape: tuple[int, ...], output_size: int) -> TrainSpec:
-        architecture = self.getArchitecture()
+        architecture = self._architecture_for(shape)
         return TrainSpec(
             data=data,
             architecture=architecture if isinstance(architecture, str) else _pickle_factory(architecture),
@@ -234,6 +233,13 @@ class TorchEstimator(Estimator, TorchParams, MLWritable, MLReadable):
         shape, output_size = self._shapes(dataset, summary)
         if summary.rows < num_proc:
             raise ValueError(f"numProc: expected at most one rank per row ({summary.rows} rows), found {num_proc}")
+        architecture = self._architecture_for(shape)
+        if isinstance(architecture, str):
+            from sparkdl.nn.registry import check_kwargs
+
+            check_kwargs(architecture, self._architecture_params())
+        # Building the network once here surfaces its own argument errors before any job.
+        _build_network(self._spec(None, shape, output_size).__dict__, None)
         return summary, shape, output_size, num_proc
 
     def _train(self, data, shape, output_size, num_proc) -> "TorchModel":
@@ -357,6 +363,31 @@ class _SharedDataFits:
 
     def __del__(self):
         self.close()
+
+
+class NamedTorchEstimator(TorchEstimator):
+    """An estimator with a fixed architecture and task whose arguments are Params of its own.
+
+    Subclasses set ``_architecture_name``, ``_task``, ``_model_class`` and
+    ``_architecture_param_names`` (their own Params passed to the architecture).
+    """
+
+    _architecture_name = "mlp"
+    _task = "classification"
+    _architecture_param_names: tuple[str, ...] = ()
+
+    @keyword_only
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs = self._input_kwargs  # read before super().__init__ can replace it
+        super().__init__()
+        self._setDefault(architecture=self._architecture_name, task=self._task)
+        self._set(**kwargs)
+
+    def _architecture_params(self) -> dict[str, Any]:
+        params = super()._architecture_params()
+        for name in self._architecture_param_names:
+            params.setdefault(name, self.getOrDefault(name))
+        return params
 
 
 def _pickle_factory(factory) -> bytes:
@@ -539,7 +570,7 @@ class TorchModel(Model, TorchParams, MLWritable, MLReadable):
         return dataset.mapInArrow(run, schema)
 
 
-def _build_network(spec: dict[str, Any], weights: dict[str, np.ndarray]):
+def _build_network(spec: dict[str, Any], weights: dict[str, np.ndarray] | None):
     import torch
 
     from sparkdl.training.loop import build_network
@@ -553,7 +584,8 @@ def _build_network(spec: dict[str, Any], weights: dict[str, np.ndarray]):
             outputSize=spec["outputSize"],
         )
     )
-    net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
+    if weights is not None:
+        net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
     return net.eval()
 
 
@@ -572,6 +604,12 @@ def _forward(net, x: np.ndarray, task: str) -> dict[str, np.ndarray]:
                 "prediction": out.argmax(dim=1).numpy().astype(np.float64),
             }
         flat = out.reshape(len(x), -1)
+        if task == "reconstruction":
+            error = ((flat - torch.from_numpy(x).reshape(len(x), -1)) ** 2).mean(dim=1)
+            outputs = {"reconstruction": flat.numpy(), "reconstructionError": error.numpy()}
+            if hasattr(net, "encode"):
+                outputs["embedding"] = net.encode(torch.from_numpy(x)).reshape(len(x), -1).numpy()
+            return outputs
         return {"prediction": flat[:, 0].numpy() if flat.shape[1] == 1 else flat.numpy()}
 
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from pyspark import keyword_only
 from pyspark.ml.param import Param, Params, TypeConverters
 
-from sparkdl.estimators.base import TorchEstimator, TorchModel
+from sparkdl.estimators.base import NamedTorchEstimator, TorchModel
 from sparkdl.estimators.params import add_accessors
 
 
@@ -22,17 +19,21 @@ class _MLPParams(Params):
         self._setDefault(hiddenLayers=[100], activation="relu", blockType="plain", batchNorm=False)
 
 
+MLP_ARGUMENTS = ("hiddenLayers", "activation", "blockType", "batchNorm")
+
+
 @add_accessors
 class MLPClassifierModel(TorchModel, _MLPParams):
     """A fitted ``MLPClassifier``: adds ``prediction``, ``rawPrediction`` and ``probability``."""
 
 
 @add_accessors
-class MLPClassifier(TorchEstimator, _MLPParams):
+class MLPClassifier(NamedTorchEstimator, _MLPParams):
     """A multi-layer perceptron classifier trained data-parallel on Spark.
 
     Labels are class indices 0..k-1 (double or integer); features are
-    array<float>/array<double> or MLlib vectors.
+    array<float>/array<double> or MLlib vectors. ``blockType`` picks plain,
+    residual, highway or densely connected hidden blocks.
 
     >>> from sparkdl.estimators import MLPClassifier
     >>> clf = MLPClassifier(hiddenLayers=[64, 64], epochs=20, numProc=2)
@@ -41,16 +42,22 @@ class MLPClassifier(TorchEstimator, _MLPParams):
     """
 
     _model_class = MLPClassifierModel
+    _architecture_name, _task, _architecture_param_names = "mlp", "classification", MLP_ARGUMENTS
 
-    @keyword_only
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs = self._input_kwargs
-        super().__init__()
-        self._setDefault(architecture="mlp", task="classification")
-        self._set(**kwargs)
 
-    def _architecture_params(self) -> dict[str, Any]:
-        params = super()._architecture_params()
-        for name in ("hiddenLayers", "activation", "blockType", "batchNorm"):
-            params.setdefault(name, self.getOrDefault(name))
-        return params
+@add_accessors
+class MLPRegressorModel(TorchModel, _MLPParams):
+    """A fitted ``MLPRegressor``: adds ``prediction`` (double, or array<float> for array labels)."""
+
+
+@add_accessors
+class MLPRegressor(NamedTorchEstimator, _MLPParams):
+    """A multi-layer perceptron regressor; the label is a number or an array (several outputs).
+
+    >>> from sparkdl.estimators import MLPRegressor
+    >>> model = MLPRegressor(hiddenLayers=[32], epochs=30, backend="local").fit(df)
+    >>> model.transform(df).select("label", "prediction").show(3)
+    """
+
+    _model_class = MLPRegressorModel
+    _architecture_name, _task, _architecture_param_names = "mlp", "regression", MLP_ARGUMENTS

@@ -91,6 +91,8 @@ def _task_loss(spec: TrainSpec, output: torch.Tensor, target: torch.Tensor) -> t
     name = spec.lossFunction
     if name == "cross_entropy":
         weight = torch.tensor(spec.classWeights, dtype=output.dtype) if spec.classWeights else None
+        if output.dim() == 3:  # one class distribution per time step: (batch, steps, classes)
+            return F.cross_entropy(output.transpose(1, 2), target.reshape(output.shape[:2]), weight=weight)
         return F.cross_entropy(output, target, weight=weight)
     target = target.reshape(output.shape)
     if name == "mse":
@@ -107,8 +109,9 @@ def _task_loss(spec: TrainSpec, output: torch.Tensor, target: torch.Tensor) -> t
 def _batch_stats(spec: TrainSpec, output: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> np.ndarray:
     """Sums that add up across batches and ranks: [loss*n, n, correct | squared error]."""
     n = float(output.shape[0])
-    if spec.task == "classification":
-        extra = float((output.argmax(dim=1) == target).sum())
+    if spec.task == "classification":  # per-step outputs count the fraction of steps right
+        hits = (output.argmax(dim=-1) == target.reshape(output.shape[:-1])).float()
+        extra = float(hits.reshape(len(hits), -1).mean(dim=1).sum())
     else:  # squared error, averaged over the outputs of each row
         error = (output - target.reshape(output.shape)) ** 2
         extra = float(error.reshape(len(error), -1).mean(dim=1).sum())
