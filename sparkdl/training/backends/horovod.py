@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import collections
+import io
 import os
+import re
+import sys
 
 from sparkdl.training.loop import TrainResult
 from sparkdl.training.spec import TrainSpec
@@ -35,13 +39,48 @@ class HorovodBackend:
         env = dict(os.environ)
         # A rank that dies must not leave the others waiting forever in a collective.
         env.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", str(COLLECTIVE_TIMEOUT_S))
-        results = horovod.spark.run(
-            _rank_main,
-            args=(spec,),
-            num_proc=self.numProc,
-            start_timeout=START_TIMEOUT_S,
-            use_gloo=True,
-            env=env,
-            verbose=1 if self.verbose >= 2 else 0,
-        )
+        errors = _TailedStream(sys.stderr)
+        try:
+            results = horovod.spark.run(
+                _rank_main,
+                args=(spec,),
+                num_proc=self.numProc,
+                start_timeout=START_TIMEOUT_S,
+                use_gloo=True,
+                env=env,
+                stderr=errors,
+                verbose=1 if self.verbose >= 2 else 0,
+            )
+        except Exception as err:
+            raise RuntimeError(f"training failed on Horovod rank(s): {errors.last_error() or err}") from err
         return next(r for r in results if r.rank == 0)
+
+
+class _TailedStream(io.TextIOBase):
+    """Passes the ranks' stderr through and keeps its tail, to name the error that ended a run."""
+
+    def __init__(self, target) -> None:
+        self.target = target
+        self.lines: collections.deque[str] = collections.deque(maxlen=200)
+
+    def write(self, text: str) -> int:
+        self.target.write(text)
+        self.lines.extend(text.splitlines())
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def last_error(self) -> str | None:
+        """The exception a rank raised first, e.g. ``rank 1: ValueError: ...``.
+
+        Errors that Horovod raises on the other ranks once one has failed
+        (``HorovodInternalError``) are only reported when nothing else is.
+        """
+        found = []
+        for line in self.lines:
+            match = re.match(r"\[(\d+)\]<stderr>:(\w+(?:\.\w+)*(?:Error|Exception)\b.*)", line)
+            if match:
+                found.append(f"rank {match.group(1)}: {match.group(2)}")
+        causes = [f for f in found if "HorovodInternalError" not in f]
+        return (causes or found or [None])[0]
