@@ -35,13 +35,30 @@ class ParquetData:
     has_validation: bool
 
 
+CACHE_CONF = "petastorm.spark.converter.parentCacheDirUrl"
+
+
+def _use_data_dir(spark, data_dir: str | None) -> None:
+    """Point petastorm at ``data_dir``, or at a temporary directory when nothing is set."""
+    if data_dir is None and spark.conf.get(CACHE_CONF, None):
+        return
+    import os
+    import tempfile
+
+    directory = data_dir or os.path.join(tempfile.gettempdir(), "sparkdl-cache")
+    url = directory if urlparse(directory).scheme else "file://" + os.path.abspath(directory)
+    spark.conf.set(CACHE_CONF, url)
+
+
 @contextlib.contextmanager
-def materialize(df, featuresCol: str, labelCol: str | None = None, validation=None) -> Iterator[ParquetData]:
+def materialize(df, featuresCol: str, labelCol: str | None = None, validation=None, data_dir: str | None = None) -> Iterator[ParquetData]:
     """Write the training columns of ``df`` to Parquet; delete them when the block ends.
 
     ``validation`` is None, a column name (boolean or 0/1: true marks a
-    validation row) or a Spark Column. The files are deleted when the block
-    exits, also when it exits with an error.
+    validation row) or a Spark Column. The files go to a new directory under
+    ``data_dir`` (default: the Spark conf ``petastorm.spark.converter.parentCacheDirUrl``,
+    else a temporary directory) and only that directory is deleted when the
+    block exits, also when it exits with an error.
     """
     from pyspark.sql import functions as F
     from petastorm.spark import make_spark_converter
@@ -54,6 +71,7 @@ def materialize(df, featuresCol: str, labelCol: str | None = None, validation=No
     if validation is not None:
         flag = F.col(validation) if isinstance(validation, str) else validation
         columns.append(flag.cast("boolean").alias(IS_VALIDATION))
+    _use_data_dir(df.sparkSession, data_dir)
     # petastorm warns about small files and float casts on every call: expected here.
     logging.getLogger("petastorm").setLevel(logging.ERROR)
     with warnings.catch_warnings():

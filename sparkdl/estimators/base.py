@@ -192,6 +192,7 @@ class TorchEstimator(Estimator, TorchParams, MLWritable, MLReadable):
             self.getFeaturesCol(),
             None if self.getTask() == "reconstruction" else self.getLabelCol(),
             self._validation_flag(),
+            self.getDataDir(),
         )
 
     def _architecture_for(self, shape: tuple[int, ...]):
@@ -312,7 +313,7 @@ class TorchEstimator(Estimator, TorchParams, MLWritable, MLReadable):
 
 
 # Params that change which rows and columns are materialised.
-DATA_PARAMS = {"featuresCol", "labelCol", "task", "validationCol", "validationFraction", "seed"}
+DATA_PARAMS = {"featuresCol", "labelCol", "task", "validationCol", "validationFraction", "seed", "dataDir"}
 
 
 class _SharedDataFits:

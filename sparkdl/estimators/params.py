@@ -84,6 +84,7 @@ class TorchParams(
     numProc = _param("numProc", "number of training processes (Horovod ranks); None: Spark's default parallelism", _to_optional_int)
     backend = _param("backend", f"one of {list(BACKENDS)}", TypeConverters.toString)
     checkpointDir = _param("checkpointDir", "directory for the checkpoint written after every epoch (None: no checkpoints)", _to_optional_string)
+    dataDir = _param("dataDir", "directory (path or file:// URL) for the materialised training data; sparkdl deletes only what it writes there (None: the Spark conf petastorm.spark.converter.parentCacheDirUrl, else a temporary directory)", _to_optional_string)
     resume = _param("resume", "continue from the last checkpoint in checkpointDir", TypeConverters.toBoolean)
     inferenceBatchSize = _param("inferenceBatchSize", "rows per forward pass in transform (> 0)", TypeConverters.toInt)
     verbose = _param("verbose", "0: quiet, 1: one line per epoch, 2: also the backend's own logs", TypeConverters.toInt)
@@ -113,6 +114,7 @@ class TorchParams(
             backend="horovod",
             checkpointDir=None,
             resume=False,
+            dataDir=None,
             inferenceBatchSize=1024,
             verbose=1,
             seed=0,

@@ -75,12 +75,13 @@ class _TailedStream(io.TextIOBase):
         """The exception a rank raised first, e.g. ``rank 1: ValueError: ...``.
 
         Errors that Horovod raises on the other ranks once one has failed
-        (``HorovodInternalError``) are only reported when nothing else is.
+        ("Horovod has been shut down", ``HorovodInternalError``) are only
+        reported when nothing else is.
         """
         found = []
         for line in self.lines:
             match = re.match(r"\[(\d+)\]<stderr>:(\w+(?:\.\w+)*(?:Error|Exception)\b.*)", line)
             if match:
                 found.append(f"rank {match.group(1)}: {match.group(2)}")
-        causes = [f for f in found if "HorovodInternalError" not in f]
+        causes = [f for f in found if "Horovod" not in f]
         return (causes or found or [None])[0]
