@@ -1,0 +1,37 @@
+"""``sparkdl list`` and ``sparkdl run <pipeline> --conf conf/<pipeline>.yaml [key=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from sparkdl import runner
+from sparkdl.config import ConfigError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sparkdl", description="Deep learning pipelines on Spark.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="the pipelines and what each does")
+    run = commands.add_parser("run", help="run a pipeline")
+    run.add_argument("pipeline")
+    run.add_argument("--conf", help="YAML config, e.g. conf/<pipeline>.yaml")
+    run.add_argument("overrides", nargs="*", help="key=value settings (dotted keys for nesting)")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        pipelines = runner.available()
+        width = max(map(len, pipelines), default=0)
+        for name, purpose in pipelines.items():
+            print(f"{name:<{width}}  {purpose}")
+        return 0
+    try:
+        runner.run(runner.load_pipeline(args.pipeline), args.conf, args.overrides)
+    except (ConfigError, ValueError) as err:
+        print(f"sparkdl: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Running a pipeline: the conf, the SparkSession, the output directory and metrics.json.
+
+A pipeline is a file in ``pipelines/`` defining ``DEFAULTS`` (its config
+schema), optionally ``PARAMS`` (config sections holding estimator Params)
+and ``main(spark, conf) -> dict`` of metrics. The same code runs it from
+``sparkdl run``, ``python pipelines/x.py`` and ``spark-submit pipelines/x.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Sequence
+
+from sparkdl.config import load_conf
+from sparkdl.session import _submitted_conf
+
+
+def pipelines_dir() -> Path:
+    """Where the pipeline files are: $SPARKDL_PIPELINES, else ``pipelines/`` beside the package."""
+    return Path(os.environ.get("SPARKDL_PIPELINES", Path(__file__).resolve().parent.parent / "pipelines"))
+
+
+def available() -> dict[str, str]:
+    """Pipeline name -> its one-line purpose (the first line of its docstring)."""
+    found = {}
+    for file in sorted(pipelines_dir().glob("*.py")):
+        if file.name.startswith("_"):
+            continue
+        found[file.stem] = _first_docstring_line(file)
+    return found
+
+
+def _first_docstring_line(file: Path) -> str:
+    import ast
+
+    doc = ast.get_docstring(ast.parse(file.read_text())) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def load_pipeline(name: str) -> ModuleType:
+    file = pipelines_dir() / f"{name}.py"
+    if not file.exists():
+        raise ValueError(f"pipeline {name!r} not found; available pipelines are {sorted(available())}")
+    spec = importlib.util.spec_from_file_location(f"sparkdl_pipeline_{name}", file)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_args(description: str, argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--conf", help="YAML config (see conf/); its keys override the pipeline's defaults")
+    parser.add_argument("overrides", nargs="*", help="key=value settings, dotted keys for nesting (model.epochs=5)")
+    return parser.parse_args(list(argv))
+
+
+def run(module: ModuleType, confPath: str | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Load the conf, start (or reuse) Spark, run ``module.main`` and write metrics.json."""
+    from sparkdl.session import get_spark
+
+    conf = load_conf(module.DEFAULTS, confPath, overrides, getattr(module, "PARAMS", None))
+    settings = conf.get("spark", {})
+    # A master given to spark-submit wins over the config's.
+    master = None if "spark.master" in _submitted_conf() else settings.get("master")
+    spark = get_spark(settings.get("appName", "sparkdl"), master=master, conf=settings.get("conf"))
+    spark.sparkContext.setLogLevel(settings.get("logLevel", "ERROR"))
+    output = conf.get("output")
+    if output:
+        os.makedirs(output, exist_ok=True)
+    started = time.perf_counter()
+    metrics = module.main(spark, conf)
+    metrics["seconds"] = round(time.perf_counter() - started, 2)
+    if output:
+        with open(os.path.join(output, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2, default=float)
+        print(f"wrote {os.path.join(output, 'metrics.json')}")
+    return metrics
+
+
+def main_entry(module_name: str) -> None:
+    """The ``__main__`` of a pipeline file: ``python pipelines/x.py --conf ... key=value``."""
+    module = sys.modules[module_name]
+    args = parse_args((module.__doc__ or "").strip().splitlines()[0], sys.argv[1:])
+    run(module, args.conf, args.overrides)
