@@ -18,7 +18,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("pipeline")
     run.add_argument("--conf", help="YAML config, e.g. conf/<pipeline>.yaml")
     run.add_argument("overrides", nargs="*", help="key=value settings (dotted keys for nesting)")
-    args = parser.parse_args(argv)
+    # key=value items may come after --conf; argparse leaves those to parse_known_args' rest.
+    args, rest = parser.parse_known_args(argv)
+    unknown = [item for item in rest if "=" not in item or item.startswith("-")]
+    if unknown or (rest and args.command != "run"):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or rest)}")
+    overrides = [*getattr(args, "overrides", []), *rest]
     if args.command == "list":
         pipelines = runner.available()
         width = max(map(len, pipelines), default=0)
@@ -26,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name:<{width}}  {purpose}")
         return 0
     try:
-        runner.run(runner.load_pipeline(args.pipeline), args.conf, args.overrides)
+        runner.run(runner.load_pipeline(args.pipeline), args.conf, overrides)
     except (ConfigError, ValueError) as err:
         print(f"sparkdl: {err}", file=sys.stderr)
         return 2

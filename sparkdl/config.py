@@ -2,7 +2,8 @@
 
 The defaults define the schema: every key a config may set appears there,
 and a value must have the type of its default (ints are accepted for
-floats; a default of None accepts anything). Sections whose keys are the
+floats; a default of None accepts anything; an empty mapping, such as
+``spark.conf``, accepts any keys). Sections whose keys are the
 Params of an estimator (e.g. ``model``) are checked against those Params.
 
 >>> conf = load_conf(DEFAULTS, "conf/digits_mlp.yaml", ["model.epochs=5"], params={"model": MLPClassifier})
@@ -52,7 +53,11 @@ def _merge(base: dict, update: Mapping, prefix: str, params: Mapping[str, type])
             continue
         if key not in base:
             raise ConfigError(f"config key {dotted!r} is unknown; valid keys here are {sorted(base)}")
-        if isinstance(base[key], dict) and (dotted in params or isinstance(value, Mapping)):
+        if base[key] == {} and dotted not in params:  # an empty default mapping is free-form (e.g. spark.conf)
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config key {dotted!r}: expected mapping, found {_type_name(value)}")
+            base[key] = {**base[key], **value}
+        elif isinstance(base[key], dict) and (dotted in params or isinstance(value, Mapping)):
             _merge(base[key], value, dotted + ".", params)
         else:
             _check_type(dotted, base[key], value)

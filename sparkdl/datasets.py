@@ -30,3 +30,26 @@ def digits(spark: SparkSession, numPartitions: int = 2) -> DataFrame:
         ]
     )
     return spark.createDataFrame(spark.sparkContext.parallelize(rows, numPartitions), schema)
+
+
+def digits_split(
+    spark: SparkSession, split: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 7
+) -> tuple[DataFrame, DataFrame]:
+    """The digits split train/validation/test, as (labelled, test).
+
+    ``labelled`` holds the train and validation rows, flagged by the boolean
+    column ``isValidation`` (pass ``validationCol="isValidation"`` to an
+    estimator); the pixels are an MLlib vector column ``pixels``, ready for
+    ``StandardScaler``. Both frames are cached.
+
+    >>> labelled, test = digits_split(spark, (0.8, 0.1, 0.1), seed=7)
+    """
+    from pyspark.ml.functions import array_to_vector
+    from pyspark.sql import functions as F
+
+    data = digits(spark).withColumn("pixels", array_to_vector("features")).drop("features")
+    train, validation, test = data.randomSplit(list(split), seed=seed)
+    labelled = train.withColumn("isValidation", F.lit(False)).unionByName(
+        validation.withColumn("isValidation", F.lit(True))
+    )
+    return labelled.cache(), test.cache()

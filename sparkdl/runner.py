@@ -59,7 +59,7 @@ def parse_args(description: str, argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--conf", help="YAML config (see conf/); its keys override the pipeline's defaults")
     parser.add_argument("overrides", nargs="*", help="key=value settings, dotted keys for nesting (model.epochs=5)")
-    return parser.parse_args(list(argv))
+    return parser.parse_intermixed_args(list(argv))
 
 
 def run(module: ModuleType, confPath: str | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:

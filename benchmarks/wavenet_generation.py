@@ -1,0 +1,92 @@
+"""Samples/s of fast (per-layer queues) against naive (recompute the receptive field) WaveNet generation.
+
+For each receptive field, one block of kernel-2 layers with dilations
+1, 2, ..., 2^(n-1) (the fewest n with 2^n + 1 >= the field; the exact field,
+including the initial causal convolution, is reported), 256 classes,
+residual/dilation channels 32, skip channels 64, float32, one torch thread.
+The naive generator continues a prime of receptive_field classes, so every
+step runs the network on a full window; the fast generator's step costs the
+same from the first sample (fixed-size queues) and it runs at least 2 x RF
+samples. Best of ``--repeats`` runs (``sparkdl.nn.wavenet.generation_speed``).
+
+    .venv/bin/python benchmarks/wavenet_generation.py [--fields 256 1024] [--samples 200] [--repeats 3]
+
+Prints a table and writes benchmarks/results/wavenet_generation.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sparkdl.nn.wavenet import generation_speed  # noqa: E402
+
+
+def machine_info() -> dict:
+    model_name = ""
+    if os.path.exists("/proc/cpuinfo"):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model_name = line.split(":", 1)[1].strip()
+                break
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {
+        "cpu": model_name or platform.processor(),
+        "logical_cores": os.cpu_count(),
+        "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "memory_gib": round(memory / 2**30, 1),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "platform": platform.platform(),
+    }
+
+
+def versions() -> dict:
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fields", type=int, nargs="+", default=[256, 1024])
+    parser.add_argument("--samples", type=int, default=200, help="naive samples per run (fast: at least 2 x RF)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "wavenet_generation.json"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    machine = machine_info()
+    rows = [generation_speed(field, args.samples, repeats=args.repeats) for field in args.fields]
+    result = {
+        "benchmark": "wavenet_generation",
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "settings": {"residualChannels": 32, "dilationChannels": 32, "skipChannels": 64, "dtype": "float32", "repeats": args.repeats},
+        "results": [{k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()} for r in rows],
+        "machine": {**machine, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "versions": versions(),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nload average at start {machine['load_average_at_start']}, one torch thread")
+    print(f"| {'receptive field':>15} | {'layers':>6} | {'fast samples/s':>14} | {'naive samples/s':>15} | {'fast / naive':>12} |")
+    print(f"|{'-' * 17}|{'-' * 8}|{'-' * 16}|{'-' * 17}|{'-' * 14}|")
+    for r in rows:
+        print(
+            f"| {r['receptive_field']:>15} | {r['layersPerBlock']:>6} | {r['fast_samples_per_s']:>14.0f} "
+            f"| {r['naive_samples_per_s']:>15.1f} | {r['ratio']:>12.1f} |"
+        )
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
