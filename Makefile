@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml scripts/setup.sh scripts/cxx17
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PYTHON) pipelines/digits_mlp.py
+	$(PYTHON) pipelines/digits_mlp.py --conf conf/digits_mlp.yaml
 
 test: $(STAMP)
 	$(PYTHON) -m pytest
