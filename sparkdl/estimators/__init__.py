@@ -10,11 +10,12 @@ from sparkdl.estimators.cnn import CNNClassifier, CNNClassifierModel, CNNRegress
 from sparkdl.estimators.mlp import MLPClassifier, MLPClassifierModel, MLPRegressor, MLPRegressorModel
 from sparkdl.estimators.persistence import allow_pickle
 from sparkdl.estimators.recurrent import RNNClassifier, RNNClassifierModel, RNNRegressor, RNNRegressorModel
+from sparkdl.estimators.wavenet import WaveNet, WaveNetModel
 
 __all__ = [
     "Autoencoder", "AutoencoderModel",
     "CNNClassifier", "CNNClassifierModel", "CNNRegressor", "CNNRegressorModel",
     "MLPClassifier", "MLPClassifierModel", "MLPRegressor", "MLPRegressorModel",
     "RNNClassifier", "RNNClassifierModel", "RNNRegressor", "RNNRegressorModel",
-    "TorchEstimator", "TorchModel", "allow_pickle",
+    "TorchEstimator", "TorchModel", "WaveNet", "WaveNetModel", "allow_pickle",
 ]

@@ -49,7 +49,7 @@ from sparkdl.training.backends import get_backend
 from sparkdl.training.loop import LOSSES
 from sparkdl.training.spec import TrainSpec
 
-DEFAULT_LOSS = {"classification": "cross_entropy", "regression": "mse", "reconstruction": "mse"}
+DEFAULT_LOSS = {"classification": "cross_entropy", "regression": "mse", "reconstruction": "mse", "next_step": "cross_entropy"}
 
 
 @add_accessors
@@ -142,7 +142,7 @@ class TorchEstimator(Estimator, TorchParams, MLWritable, MLReadable):
         features, label = self.getFeaturesCol(), self.getLabelCol()
         check_features_type(dataset, features)
         checks = [ColumnCheck(features, "featuresCol", is_array=True)]
-        if task != "reconstruction":
+        if task not in ("reconstruction", "next_step"):
             check_label_type(dataset, label, allow_array=(task == "regression"))
             checks.append(
                 ColumnCheck(label, "labelCol", is_array=self._label_is_array(dataset), integral=(task == "classification"))
@@ -183,14 +183,14 @@ class TorchEstimator(Estimator, TorchParams, MLWritable, MLReadable):
             return shape, num_classes
         if task == "regression":
             return shape, summary.lengths[label] if self._label_is_array(dataset) else 1
-        return shape, width
+        return shape, width  # reconstruction; next_step estimators set their own output size
 
     def _materialize(self, dataset: DataFrame):
         """Write the training columns to Parquet; a context manager that deletes them."""
         return materialize(
             dataset,
             self.getFeaturesCol(),
-            None if self.getTask() == "reconstruction" else self.getLabelCol(),
+            None if self.getTask() in ("reconstruction", "next_step") else self.getLabelCol(),
             self._validation_flag(),
             self.getDataDir(),
         )
@@ -542,9 +542,14 @@ class TorchModel(Model, TorchParams, MLWritable, MLReadable):
             return [("prediction", self.getPredictionCol(), inference.doubles, T.DoubleType())]
         return [("prediction", self.getPredictionCol(), inference.float_lists, T.ArrayType(T.FloatType()))]
 
+    def _network_input(self, dataset: DataFrame) -> tuple[DataFrame, str]:
+        """The frame and column the network reads (models that combine columns override this)."""
+        return dataset, self.getFeaturesCol()
+
     def _transform(self, dataset: DataFrame) -> DataFrame:
-        features = self.getFeaturesCol()
-        check_features_type(dataset, features)
+        check_features_type(dataset, self.getFeaturesCol())
+        original_columns = dataset.columns
+        dataset, features = self._network_input(dataset)
         columns = self._output_columns()
         for _, name, _, _ in columns:
             if name in dataset.columns:
@@ -568,7 +573,9 @@ class TorchModel(Model, TorchParams, MLWritable, MLReadable):
                 network=lambda x: _forward(net, x.reshape(-1, *shape), task), outputs=outputs,
             )
 
-        return dataset.mapInArrow(run, schema)
+        result = dataset.mapInArrow(run, schema)
+        added = [name for _, name, _, _ in columns]
+        return result if features in original_columns else result.select(*original_columns, *added)
 
 
 def _build_network(spec: dict[str, Any], weights: dict[str, np.ndarray] | None):
@@ -603,6 +610,14 @@ def _forward(net, x: np.ndarray, task: str) -> dict[str, np.ndarray]:
                 "raw": out.numpy(),
                 "probability": torch.softmax(out, dim=1).numpy(),
                 "prediction": out.argmax(dim=1).numpy().astype(np.float64),
+            }
+        if task == "next_step":  # out: (rows, T, classes); out[:, t] predicts class t + 1
+            log_p = torch.log_softmax(out, dim=-1)
+            classes = net.split_input(torch.from_numpy(x))[0]
+            scored = log_p[:, :-1].gather(2, classes[:, 1:].unsqueeze(-1)).squeeze(-1)
+            return {
+                "prediction": out[:, -1].argmax(dim=-1).numpy().astype(np.float64),
+                "logLikelihood": scored.sum(dim=1).double().numpy(),
             }
         flat = out.reshape(len(x), -1)
         if task == "reconstruction":

@@ -18,7 +18,7 @@ from pyspark.ml.param.shared import (
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adadelta")
 BACKENDS = ("horovod", "torch_distributor", "local")
-TASKS = ("classification", "regression", "reconstruction")
+TASKS = ("classification", "regression", "reconstruction", "next_step")
 
 
 def _param(name: str, doc: str, converter) -> Param:

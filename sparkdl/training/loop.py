@@ -109,7 +109,7 @@ def _task_loss(spec: TrainSpec, output: torch.Tensor, target: torch.Tensor) -> t
 def _batch_stats(spec: TrainSpec, output: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> np.ndarray:
     """Sums that add up across batches and ranks: [loss*n, n, correct | squared error]."""
     n = float(output.shape[0])
-    if spec.task == "classification":  # per-step outputs count the fraction of steps right
+    if spec.task in ("classification", "next_step"):  # per-step outputs count the fraction of steps right
         hits = (output.argmax(dim=-1) == target.reshape(output.shape[:-1])).float()
         extra = float(hits.reshape(len(hits), -1).mean(dim=1).sum())
     else:  # squared error, averaged over the outputs of each row
@@ -121,15 +121,21 @@ def _batch_stats(spec: TrainSpec, output: torch.Tensor, target: torch.Tensor, lo
 def _metrics(spec: TrainSpec, sums: np.ndarray, prefix: str) -> dict[str, float]:
     loss_sum, n, extra = (float(v) for v in sums)  # plain floats: checkpoints load with weights_only
     metrics = {f"{prefix}loss": loss_sum / n}
-    if spec.task == "classification":
+    if spec.task in ("classification", "next_step"):
         metrics[f"{prefix}accuracy"] = extra / n
     else:
         metrics[f"{prefix}rmse"] = math.sqrt(extra / n)
     return metrics
 
 
+def _next_step(model: nn.Module, output: torch.Tensor, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher forcing: the output at step t is scored against the input class at t + 1."""
+    classes = model.split_input(inputs)[0] if hasattr(model, "split_input") else inputs.reshape(len(inputs), -1).long()
+    return output[:, :-1], classes[:, 1:]
+
+
 def _targets(spec: TrainSpec, shard: dict[str, np.ndarray]) -> np.ndarray:
-    if spec.task == "reconstruction":
+    if spec.task in ("reconstruction", "next_step"):
         return shard[FEATURES]
     if spec.task == "classification":
         return shard[LABEL].astype(np.int64)
@@ -214,6 +220,8 @@ def train(spec: TrainSpec, comm) -> TrainResult:
             index = order[step * spec.batchSize : (step + 1) * spec.batchSize]
             xb, yb = x_train[index], y_train[index]
             output = network(xb)
+            if spec.task == "next_step":
+                output, yb = _next_step(model, output, xb)
             loss = compute_loss(spec, output, yb, model)
             optimizer.zero_grad()
             loss.backward()
@@ -262,6 +270,8 @@ def evaluate(spec: TrainSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     for start in range(0, len(x), 4096):
         output = model(x[start : start + 4096])
         target = y[start : start + 4096]
+        if spec.task == "next_step":
+            output, target = _next_step(model, output, x[start : start + 4096])
         sums += _batch_stats(spec, output, target, compute_loss(spec, output, target, model))
     return sums
 

@@ -1,0 +1,181 @@
+"""WaveNet as a Spark estimator: teacher forcing on windows of mu-law classes, then audio generation.
+
+Rows hold windows of classes (array<int>, e.g. ``MuLawEncoder`` then
+``SequenceWindower``); there is no label: the targets are the window shifted
+by one step. ``WaveNetModel.transform`` adds the most likely next class
+(``prediction``) and the window's log-likelihood (``logLikelihood``, natural
+log, summed over the T - 1 scored steps); ``generate`` writes new audio.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from sparkdl.data.schema import column_type
+from sparkdl.estimators import inference
+from sparkdl.estimators.base import NamedTorchEstimator, TorchModel
+from sparkdl.estimators.params import _to_optional_int, _to_optional_string, add_accessors
+
+NETWORK_INPUT = "__sparkdl_wavenet_input"
+WAVENET_ARGUMENTS = ("layersPerBlock", "blocks", "kernelSize", "residualChannels", "dilationChannels", "skipChannels")
+
+
+def mulaw_encode(samples: np.ndarray, mu: int = 255) -> np.ndarray:
+    """Floats in [-1, 1] to classes 0..mu (the same bins as ``MuLawEncoder``)."""
+    x = np.clip(np.asarray(samples, dtype=np.float64), -1.0, 1.0)
+    companded = np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu)
+    return np.floor((companded + 1.0) / 2.0 * mu + 0.5).astype(np.int64)
+
+
+def mulaw_decode(classes: np.ndarray, mu: int = 255) -> np.ndarray:
+    """Classes 0..mu to floats in [-1, 1]: the bin centre, then the inverse companding."""
+    y = 2.0 * np.asarray(classes, dtype=np.float64) / mu - 1.0
+    return np.sign(y) / mu * ((1.0 + mu) ** np.abs(y) - 1.0)
+
+
+class _WaveNetParams(Params):
+    layersPerBlock = Param(Params._dummy(), "layersPerBlock", "dilated layers per block; dilations 1, 2, ..., 2^(layersPerBlock-1)", typeConverter=TypeConverters.toInt)
+    blocks = Param(Params._dummy(), "blocks", "times the block of dilations is repeated", typeConverter=TypeConverters.toInt)
+    kernelSize = Param(Params._dummy(), "kernelSize", "width of the causal convolutions", typeConverter=TypeConverters.toInt)
+    residualChannels = Param(Params._dummy(), "residualChannels", "channels of the residual stream", typeConverter=TypeConverters.toInt)
+    dilationChannels = Param(Params._dummy(), "dilationChannels", "channels of the gated units", typeConverter=TypeConverters.toInt)
+    skipChannels = Param(Params._dummy(), "skipChannels", "channels of the skip connections and the head", typeConverter=TypeConverters.toInt)
+    mu = Param(Params._dummy(), "mu", "mu-law parameter; the network predicts mu + 1 classes", typeConverter=TypeConverters.toInt)
+    conditionCol = Param(Params._dummy(), "conditionCol", "integer column of a global condition (e.g. speaker id); None: unconditioned", typeConverter=_to_optional_string)
+    numConditions = Param(Params._dummy(), "numConditions", "number of condition ids (None: the largest id + 1)", typeConverter=_to_optional_int)
+    logLikelihoodCol = Param(Params._dummy(), "logLikelihoodCol", "output column: log-likelihood of each window", typeConverter=TypeConverters.toString)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._setDefault(layersPerBlock=10, blocks=3, kernelSize=2, residualChannels=32, dilationChannels=32,
+                         skipChannels=64, mu=255, conditionCol=None, numConditions=None, logLikelihoodCol="logLikelihood")
+
+
+class _ConditionedInput:
+    """Both estimator and model feed ``[classes..., condition id]`` when conditioned."""
+
+    def _network_input(self, dataset: DataFrame) -> tuple[DataFrame, str]:
+        features, condition = F.col(self.getFeaturesCol()).cast("array<int>"), self.getConditionCol()
+        if condition is None:
+            return dataset.withColumn(NETWORK_INPUT, features), NETWORK_INPUT
+        return dataset.withColumn(NETWORK_INPUT, F.concat(features, F.array(F.col(condition).cast("int")))), NETWORK_INPUT
+
+
+@add_accessors
+class WaveNetModel(_ConditionedInput, TorchModel, _WaveNetParams):
+    """A fitted ``WaveNet``: scores windows (``transform``) and generates audio (``generate``).
+
+    >>> samples = model.generate(16000, mode="temperature", temperature=0.8, seed=1)
+    >>> write_wav(samples, "generated.wav", 16000)
+    """
+
+    def _output_columns(self):
+        columns = [
+            ("prediction", self.getPredictionCol(), inference.doubles, T.DoubleType()),
+            ("logLikelihood", self.getLogLikelihoodCol(), inference.doubles, T.DoubleType()),
+        ]
+        return [c for c in columns if c[1]]
+
+    @property
+    def receptiveField(self) -> int:
+        return self.network().receptive_field
+
+    def generate(
+        self,
+        numSamples: int,
+        prime: Sequence[float] | np.ndarray | None = None,
+        mode: str = "sample",
+        temperature: float = 1.0,
+        topK: int | None = None,
+        seed: int = 0,
+        condition: int | None = None,
+        fast: bool = True,
+    ) -> np.ndarray:
+        """``numSamples`` new audio samples (floats in [-1, 1]) after ``prime`` (floats in [-1, 1]).
+
+        ``mode``: "sample", "greedy", "temperature", "top_k" or "mean". ``fast=True``
+        keeps each layer's past activations in queues (one step per layer per
+        sample); ``fast=False`` recomputes the receptive field for each sample.
+        """
+        mu = self.getMu()
+        classes = None if prime is None else mulaw_encode(prime, mu)
+        # float64 makes the fast and naive generators agree sample for sample.
+        net = self.network().double()
+        generated = net.generate(numSamples, prime=classes, mode=mode, temperature=temperature, topK=topK,
+                                 seed=seed, condition=condition, fast=fast)
+        return mulaw_decode(generated, mu).astype(np.float32)
+
+
+@add_accessors
+class WaveNet(_ConditionedInput, NamedTorchEstimator, _WaveNetParams):
+    """WaveNet trained with teacher forcing on windows of mu-law classes (no label column).
+
+    >>> encoded = MuLawEncoder(inputCol="samples", outputCol="classes").transform(read_wav(spark, "data/audio"))
+    >>> windows = SequenceWindower(inputCol="classes", windowSize=2048, step=512).transform(encoded)
+    >>> model = WaveNet(layersPerBlock=8, blocks=2, epochs=5, numProc=2).fit(windows)
+    >>> print(model.receptiveField, model.history[-1]["loss"])
+    """
+
+    _model_class = WaveNetModel
+    _architecture_name, _task = "wavenet", "next_step"
+    _architecture_param_names = WAVENET_ARGUMENTS
+
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        if self.getMu() < 1:
+            raise ValueError(f"mu: expected a value >= 1, found {self.getMu()}")
+        if self.getNumConditions() is not None and self.getNumConditions() < 1:
+            raise ValueError(f"numConditions: expected a value >= 1 or None, found {self.getNumConditions()}")
+
+    def _summarize(self, dataset: DataFrame):
+        condition = self.getConditionCol()
+        if condition is not None:
+            data_type = column_type(dataset, condition, "conditionCol")
+            if not isinstance(data_type, (T.IntegerType, T.LongType, T.ShortType, T.ByteType)):
+                raise TypeError(f"conditionCol: column {condition!r} must be an integer column; found {data_type.simpleString()}")
+        summary = super()._summarize(dataset)
+        column = F.col(self.getFeaturesCol())
+        bounds = [F.min(F.array_min(column)).alias("low"), F.max(F.array_max(column)).alias("high")]
+        if condition is not None:
+            bounds += [F.min(condition).alias("clow"), F.max(condition).alias("chigh")]
+        row = dataset.agg(*bounds).first()
+        mu = self.getMu()
+        if row["low"] < 0 or row["high"] > mu:
+            raise ValueError(
+                f"featuresCol column {self.getFeaturesCol()!r}: expected mu-law classes in 0..{mu}, "
+                f"found values from {row['low']:g} to {row['high']:g}"
+            )
+        if condition is not None:
+            limit = self.getNumConditions()
+            if row["clow"] is None or row["clow"] < 0 or (limit is not None and row["chigh"] >= limit):
+                raise ValueError(
+                    f"conditionCol column {condition!r}: expected ids in 0..{(limit or 0) - 1 if limit else 'n'} with no nulls, "
+                    f"found values from {row['clow']} to {row['chigh']}"
+                )
+            self._conditions = limit or int(row["chigh"]) + 1
+        return summary
+
+    def _shapes(self, dataset: DataFrame, summary):
+        steps = summary.lengths[self.getFeaturesCol()]
+        if steps < 2:
+            raise ValueError(f"featuresCol column {self.getFeaturesCol()!r}: expected windows of at least 2 classes, found {steps}")
+        extra = 1 if self.getConditionCol() is not None else 0
+        return (steps + extra,), self.getMu() + 1
+
+    def _architecture_params(self) -> dict[str, Any]:
+        params = super()._architecture_params()
+        if self.getConditionCol() is not None:
+            params.setdefault("numConditions", getattr(self, "_conditions", None) or self.getNumConditions() or 1)
+        return params
+
+    def _materialize(self, dataset: DataFrame):
+        from sparkdl.data.materialize import materialize
+
+        frame, column = self._network_input(dataset)
+        return materialize(frame, column, None, self._validation_flag(), self.getDataDir())
