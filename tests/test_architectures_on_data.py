@@ -8,7 +8,6 @@ from pyspark.ml import Pipeline
 from pyspark.ml.classification import MultilayerPerceptronClassifier
 from pyspark.ml.evaluation import MulticlassClassificationEvaluator, RegressionEvaluator
 from pyspark.ml.feature import StandardScaler
-from pyspark.ml.functions import array_to_vector
 from pyspark.sql import functions as F
 
 from sparkdl.estimators import Autoencoder, CNNClassifier, MLPClassifier, RNNRegressor
@@ -17,12 +16,11 @@ FAST = dict(backend="local", verbose=0, seed=7)
 
 
 @pytest.fixture(scope="module")
-def digits_split(digits_df):
-    """Fixed 80/10/10 split; training rows carry an isVal flag for the 10 % validation part."""
-    df = digits_df.select(array_to_vector("features").alias("pixels"), "label")
-    train, validation, test = df.randomSplit([0.8, 0.1, 0.1], seed=7)
-    labelled = train.withColumn("isVal", F.lit(False)).unionByName(validation.withColumn("isVal", F.lit(True)))
-    return labelled.cache(), test.cache()
+def digits_split(spark):
+    """The fixed 80/10/10 split; training rows carry an isValidation flag for the 10 % validation part."""
+    from sparkdl.datasets import digits_split as split
+
+    return split(spark, (0.8, 0.1, 0.1), seed=7)
 
 
 def _accuracy(estimator, labelled, test) -> float:
@@ -35,13 +33,13 @@ def _accuracy(estimator, labelled, test) -> float:
 def mllib_accuracy(digits_split):
     labelled, test = digits_split
     mllib = MultilayerPerceptronClassifier(layers=[64, 128, 64, 10], maxIter=200, seed=7)
-    return _accuracy(mllib, labelled.where("NOT isVal"), test)
+    return _accuracy(mllib, labelled.where("NOT isValidation"), test)
 
 
 def test_mlp_classifier_beats_mllib_on_digits(digits_split, mllib_accuracy, report):
     labelled, test = digits_split
     mlp = MLPClassifier(hiddenLayers=[128, 64], epochs=40, batchSize=32, dropout=0.1,
-                        validationCol="isVal", earlyStoppingPatience=8, **FAST)
+                        validationCol="isValidation", earlyStoppingPatience=8, **FAST)
     accuracy = _accuracy(mlp, labelled, test)
     report("digits test accuracy: MLlib MultilayerPerceptronClassifier [128, 64]", mllib_accuracy)
     report("digits test accuracy: sparkdl MLPClassifier [128, 64]", accuracy)
@@ -51,7 +49,7 @@ def test_mlp_classifier_beats_mllib_on_digits(digits_split, mllib_accuracy, repo
 def test_cnn_classifier_beats_mllib_on_digits(digits_split, mllib_accuracy, report):
     labelled, test = digits_split
     cnn = CNNClassifier(inputShape=[1, 8, 8], filters=[20, 50], kernelSize=3, denseUnits=128, epochs=25,
-                        batchSize=32, dropout=0.2, validationCol="isVal", earlyStoppingPatience=6, **FAST)
+                        batchSize=32, dropout=0.2, validationCol="isValidation", earlyStoppingPatience=6, **FAST)
     accuracy = _accuracy(cnn, labelled, test)
     report("digits test accuracy: sparkdl CNNClassifier [1, 8, 8]", accuracy)
     assert accuracy >= 0.97 and accuracy > mllib_accuracy
