@@ -15,7 +15,6 @@ import os
 import time
 from typing import Any
 
-import numpy as np
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 

@@ -79,6 +79,8 @@ BAD_PARAMS = {
     "validationFraction of 1": (dict(validationFraction=1.0), ValueError, r"validationFraction: expected a value in \[0, 1\), found 1.0"),
     "resume without a checkpointDir": (dict(resume=True), ValueError, r"resume: expected checkpointDir to be set"),
     "unknown hidden-layer activation": (dict(activation="swish"), ValueError, r"activation: expected one of"),
+    "early stopping without validation": (dict(earlyStoppingPatience=3), ValueError, r"earlyStoppingPatience: needs validation rows"),
+    "unknown early-stopping metric": (dict(validationFraction=0.2, earlyStoppingMetric="val_f1"), ValueError, r"earlyStoppingMetric: expected one of \['val_loss', 'val_accuracy'\]"),
 }
 
 

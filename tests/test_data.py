@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 from pyspark.ml.functions import array_to_vector
-from pyspark.sql import functions as F
 
 from sparkdl.data import materialize, read_shard
 from sparkdl.data.materialize import shard_bounds

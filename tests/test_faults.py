@@ -56,7 +56,7 @@ def test_an_interrupted_save_leaves_no_model_and_keeps_an_earlier_one(saved, sma
         raise OSError("disk full")
 
     monkeypatch.setattr(persistence, "save_weights", crash)
-    monkeypatch.setattr("sparkdl.estimators.base.save_weights", crash)
+    monkeypatch.setattr("sparkdl.estimators.model.save_weights", crash)
     fresh = str(tmp_path / "new-model")
     with pytest.raises(OSError, match="disk full"):
         model.save(fresh)

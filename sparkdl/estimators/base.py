@@ -8,16 +8,12 @@ on the chosen backend and returns a ``TorchModel``. The model's
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import threading
-import warnings
 from typing import Any
 
-import numpy as np
 from pyspark import keyword_only
-from pyspark.ml import Estimator, Model
+from pyspark.ml import Estimator
 from pyspark.ml.linalg import VectorUDT
 from pyspark.ml.util import MLReadable, MLWritable
 from pyspark.sql import DataFrame
@@ -33,14 +29,12 @@ from sparkdl.data.schema import (
     check_values,
     column_type,
 )
-from sparkdl.estimators import inference
+from sparkdl.estimators.model import TorchModel, _build_network
 from sparkdl.estimators.persistence import (
     AtomicWriter,
     StageReader,
     load_factory,
-    load_weights,
     save_factory,
-    save_weights,
     set_params,
     write_metadata,
 )
@@ -118,6 +112,13 @@ class TorchEstimator(Estimator, TorchParams, MLWritable, MLReadable):
                 raise ValueError(f"{name}: expected a value > 0 or None, found {value!r}")
         if self.getResume() and not self.getCheckpointDir():
             raise ValueError("resume: expected checkpointDir to be set, found None")
+        validating = self.getValidationCol() is not None or self.getValidationFraction() > 0
+        if self.getEarlyStoppingPatience() is not None and not validating:
+            raise ValueError("earlyStoppingPatience: needs validation rows; set validationFraction or validationCol")
+        metric = self.getEarlyStoppingMetric()
+        allowed = ["val_loss", "val_accuracy"] if self.getTask() in ("classification", "next_step") else ["val_loss", "val_rmse"]
+        if metric not in allowed:
+            raise ValueError(f"earlyStoppingMetric: expected one of {allowed} for task {self.getTask()!r}, found {metric!r}")
 
     def _num_proc(self, dataset: DataFrame) -> int:
         if self.getBackend() == "local":
@@ -411,222 +412,6 @@ def _pickle_factory(factory) -> bytes:
     finally:
         if by_value:
             cloudpickle.unregister_pickle_by_value(module)
-
-
-@add_accessors
-class TorchModel(Model, TorchParams, MLWritable, MLReadable):
-    """A fitted torch network as a Spark Transformer.
-
-    ``transform`` adds, for classification, ``prediction`` (double) and
-    ``rawPrediction``/``probability`` (MLlib vectors); for regression,
-    ``prediction`` (double, or array<float> for several outputs).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.weights: dict[str, np.ndarray] = {}
-        self.architectureSpec: dict[str, Any] = {}
-        self.history: list[dict[str, float]] = []
-        self.bestEpoch: int | None = None
-        self.rankDigests: list[str] = []
-        self.rankEpochs: list[int] = []
-        self.epochsRun: list[int] = []
-        self._broadcast = None
-
-    @classmethod
-    def _from_training(cls, spec: TrainSpec, result) -> "TorchModel":
-        model = cls()
-        model.weights = result.weights
-        model.architectureSpec = {
-            "architecture": spec.architecture,
-            "architectureParams": spec.architectureParams,
-            "inputShape": list(spec.inputShape),
-            "outputSize": spec.outputSize,
-            "task": spec.task,
-        }
-        model.history = result.history
-        model.bestEpoch = result.bestEpoch
-        model.rankDigests = result.rankDigests
-        model.rankEpochs = result.rankEpochs
-        model.epochsRun = result.epochsRun
-        return model
-
-    @property
-    def numClasses(self) -> int | None:
-        spec = self.architectureSpec
-        return spec["outputSize"] if spec.get("task") == "classification" else None
-
-    def network(self):
-        """A torch module holding the fitted weights, in eval mode."""
-        return _build_network(self.architectureSpec, self.weights)
-
-    # -- persistence ----------------------------------------------------------------
-    def write(self) -> AtomicWriter:
-        """``model.write().overwrite().save(path)``: metadata, safetensors weights, history."""
-        return AtomicWriter(self)
-
-    @classmethod
-    def read(cls) -> StageReader:
-        return StageReader(cls)
-
-    @classmethod
-    def load(cls, path: str, allowPickle: bool = False) -> "TorchModel":
-        """Load any saved sparkdl model (``TorchModel.load``) or one kind (``MLPClassifierModel.load``).
-
-        A model whose architecture is a user's module factory loads only with
-        ``allowPickle=True``: that runs code from the saved file.
-        """
-        return StageReader(cls, allowPickle).load(path)
-
-    def _save_to(self, path: str) -> None:
-        spec = self.architectureSpec
-        pickled = isinstance(spec["architecture"], bytes)
-        extra = {
-            "architecture": None if pickled else spec["architecture"],
-            "pickled": pickled,
-            "architectureParams": spec["architectureParams"],
-            "inputShape": spec["inputShape"],
-            "outputSize": spec["outputSize"],
-            "task": spec["task"],
-            "bestEpoch": self.bestEpoch,
-            "weightsSha256": save_weights(path, self.weights),
-        }
-        if pickled:
-            extra["pickleSha256"] = save_factory(path, spec["architecture"])
-        with open(os.path.join(path, "history.json"), "w") as f:
-            json.dump(self.history, f)
-        write_metadata(path, self, extra)
-
-    @classmethod
-    def _load_from(cls, path: str, metadata: dict[str, Any], allowPickle: bool) -> "TorchModel":
-        info = metadata["sparkdl"]
-        model = cls()
-        model._resetUid(metadata["uid"])
-        set_params(model, metadata)
-        architecture = load_factory(path, info["pickleSha256"], allowPickle) if info["pickled"] else info["architecture"]
-        model.architectureSpec = {
-            "architecture": architecture,
-            "architectureParams": info["architectureParams"],
-            "inputShape": info["inputShape"],
-            "outputSize": info["outputSize"],
-            "task": info["task"],
-        }
-        model.weights = load_weights(path, info["weightsSha256"])
-        model.bestEpoch = info.get("bestEpoch")
-        with open(os.path.join(path, "history.json")) as f:
-            model.history = json.load(f)
-        try:
-            model.network()  # the weights must fit the stored architecture
-        except (RuntimeError, ValueError, TypeError) as err:
-            raise ValueError(f"path {path!r}: the weights do not match the stored architecture ({err})") from None
-        return model
-
-    # -- transform ----------------------------------------------------------------
-    def _payload(self):
-        if self._broadcast is None:
-            from pyspark import SparkContext
-
-            self._broadcast = SparkContext.getOrCreate().broadcast((self.architectureSpec, self.weights))
-        return self._broadcast
-
-    def _output_columns(self) -> list[tuple[str, str, Any, T.DataType]]:
-        """(network output, column name, Arrow encoder, Spark type) for each added column."""
-        if self.architectureSpec["task"] == "classification":
-            columns = [
-                ("raw", self.getRawPredictionCol(), inference.dense_vectors, VectorUDT()),
-                ("probability", self.getProbabilityCol(), inference.dense_vectors, VectorUDT()),
-                ("prediction", self.getPredictionCol(), inference.doubles, T.DoubleType()),
-            ]
-            return [c for c in columns if c[1]]
-        if self.architectureSpec["outputSize"] == 1:
-            return [("prediction", self.getPredictionCol(), inference.doubles, T.DoubleType())]
-        return [("prediction", self.getPredictionCol(), inference.float_lists, T.ArrayType(T.FloatType()))]
-
-    def _network_input(self, dataset: DataFrame) -> tuple[DataFrame, str]:
-        """The frame and column the network reads (models that combine columns override this)."""
-        return dataset, self.getFeaturesCol()
-
-    def _transform(self, dataset: DataFrame) -> DataFrame:
-        check_features_type(dataset, self.getFeaturesCol())
-        original_columns = dataset.columns
-        dataset, features = self._network_input(dataset)
-        columns = self._output_columns()
-        for _, name, _, _ in columns:
-            if name in dataset.columns:
-                raise ValueError(f"output column {name!r} already exists in the DataFrame; choose another name")
-        schema = T.StructType(dataset.schema.fields + [T.StructField(name, t, True) for _, name, _, t in columns])
-        payload, key = self._payload(), f"{self.uid}-{id(self.weights)}"
-        shape = tuple(self.architectureSpec["inputShape"])
-        width = math.prod(shape)
-        batch_size, task = self.getInferenceBatchSize(), self.architectureSpec["task"]
-        outputs = [(k, name, encode) for k, name, encode, _ in columns]
-
-        def run(batches):
-            import torch
-            from pyspark import TaskContext
-
-            context = TaskContext.get()
-            torch.set_num_threads(max(1, context.cpus() if context else 1))
-            net = inference.cached_network(key, lambda: _build_network(*payload.value))
-            return inference.predict_batches(
-                batches, features=features, width=width, batch_size=batch_size,
-                network=lambda x: _forward(net, x.reshape(-1, *shape), task), outputs=outputs,
-            )
-
-        result = dataset.mapInArrow(run, schema)
-        added = [name for _, name, _, _ in columns]
-        return result if features in original_columns else result.select(*original_columns, *added)
-
-
-def _build_network(spec: dict[str, Any], weights: dict[str, np.ndarray] | None):
-    import torch
-
-    from sparkdl.training.loop import build_network
-
-    net = build_network(
-        TrainSpec(
-            data=None,  # type: ignore[arg-type]
-            architecture=spec["architecture"],
-            architectureParams=spec["architectureParams"],
-            inputShape=tuple(spec["inputShape"]),
-            outputSize=spec["outputSize"],
-        )
-    )
-    if weights is not None:
-        net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
-    return net.eval()
-
-
-def _forward(net, x: np.ndarray, task: str) -> dict[str, np.ndarray]:
-    """Named numpy outputs of ``net`` for one chunk of shaped inputs."""
-    import torch
-
-    with torch.inference_mode(), warnings.catch_warnings():
-        # Arrow buffers are read-only; inference never writes to its input.
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        out = net(torch.from_numpy(x))
-        if task == "classification":
-            return {
-                "raw": out.numpy(),
-                "probability": torch.softmax(out, dim=1).numpy(),
-                "prediction": out.argmax(dim=1).numpy().astype(np.float64),
-            }
-        if task == "next_step":  # out: (rows, T, classes); out[:, t] predicts class t + 1
-            log_p = torch.log_softmax(out, dim=-1)
-            classes = net.split_input(torch.from_numpy(x))[0]
-            scored = log_p[:, :-1].gather(2, classes[:, 1:].unsqueeze(-1)).squeeze(-1)
-            return {
-                "prediction": out[:, -1].argmax(dim=-1).numpy().astype(np.float64),
-                "logLikelihood": scored.sum(dim=1).double().numpy(),
-            }
-        flat = out.reshape(len(x), -1)
-        if task == "reconstruction":
-            error = ((flat - torch.from_numpy(x).reshape(len(x), -1)) ** 2).mean(dim=1)
-            outputs = {"reconstruction": flat.numpy(), "reconstructionError": error.numpy()}
-            if hasattr(net, "encode"):
-                outputs["embedding"] = net.encode(torch.from_numpy(x)).reshape(len(x), -1).numpy()
-            return outputs
-        return {"prediction": flat[:, 0].numpy() if flat.shape[1] == 1 else flat.numpy()}
 
 
 TorchEstimator._model_class = TorchModel
