@@ -1,0 +1,415 @@
+"""BERT feature extraction as a Spark Transformer: ``BertEmbeddings``.
+
+A BERT-like encoder (any local Hugging Face directory with an encoder-only
+model and its tokenizer) turns a text column into fixed-size features:
+chosen hidden layers (last, second-to-last, sum or concatenation of the last
+four, sum of all, embedding output, or explicit indices), pooled per text
+([CLS] or mean over real tokens) or kept per token.
+
+The model is checked on the driver (config and tokenizer, no weights) before
+any Spark job. On the executors it runs in ``mapInArrow``: the tokenizer and
+model are loaded once per Python worker (``inference.cached_network``), each
+Arrow batch is tokenized once, sorted by length and cut into ``batchSize``
+chunks padded to their longest text, and the features are written straight
+into Arrow columns (``array<float>`` or MLlib vectors).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+from pyspark import keyword_only
+from pyspark.ml import Transformer
+from pyspark.ml.linalg import VectorUDT
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import HasInputCol, HasOutputCol
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+from pyspark.sql import DataFrame
+from pyspark.sql import types as T
+
+from sparkdl.data.schema import column_type
+from sparkdl.estimators import inference
+from sparkdl.estimators.params import add_accessors
+
+logger = logging.getLogger(__name__)
+
+LAYER_STRATEGIES = ("last", "second_to_last", "sum_last_four", "concat_last_four", "sum_all", "embeddings")
+POOLINGS = ("cls", "mean", "none")
+OUTPUT_TYPES = ("array", "vector")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_EXPECTED_DIRECTORY = "a local directory with a BERT-like encoder (config.json, weights) and its tokenizer"
+_FLOAT = pa.float32()
+
+
+# -- driver side: what the model is and which layers to take -----------------------
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What the driver learns from a model directory's config."""
+
+    path: str
+    numLayers: int
+    hiddenSize: int
+    maxPositions: int
+    numSpecialTokens: int
+
+
+def inspect_encoder(path: str | None) -> EncoderInfo:
+    """Check that ``path`` holds a BERT-like encoder and its tokenizer; read its sizes.
+
+    Reads config.json and the tokenizer only (no weights), so it is cheap
+    enough to run on the driver before every transform.
+    """
+    if not path:
+        raise ValueError(f"modelPath: expected {_EXPECTED_DIRECTORY}, found {path!r}")
+    full = os.path.abspath(os.path.expanduser(path))
+    if not os.path.isdir(full):
+        raise ValueError(f"modelPath: {full!r} is not a directory; expected {_EXPECTED_DIRECTORY}")
+    config_file = os.path.join(full, "config.json")
+    if not os.path.isfile(config_file):
+        raise ValueError(f"modelPath: {full!r} has no config.json; expected {_EXPECTED_DIRECTORY}")
+    return _inspect_directory(full, os.stat(config_file).st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _inspect_directory(full: str, version: int) -> EncoderInfo:
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    try:
+        config = AutoConfig.from_pretrained(full, local_files_only=True)
+    except Exception as error:
+        raise ValueError(f"modelPath: cannot read the model config in {full!r}: {error}") from error
+    sizes = [getattr(config, name, None) for name in ("num_hidden_layers", "hidden_size", "max_position_embeddings")]
+    # A masked-LM family without a decoder is what "BERT-like" means here:
+    # bert, roberta, distilbert, electra, deberta, ... but not gpt2, t5 or bart.
+    is_encoder = (
+        config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+        and not getattr(config, "is_encoder_decoder", False)
+        and not getattr(config, "is_decoder", False)
+    )
+    if not is_encoder or None in sizes:
+        raise ValueError(
+            f"modelPath: {full!r} holds a {config.model_type!r} model, which is not a BERT-like "
+            "encoder; expected an encoder-only model with one hidden state per layer "
+            "(bert, roberta, distilbert, electra, ...)"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(full, local_files_only=True)
+    except Exception as error:
+        raise ValueError(f"modelPath: cannot load a tokenizer from {full!r}: {error}") from error
+    layers, hidden, positions = (int(v) for v in sizes)
+    return EncoderInfo(full, layers, hidden, positions, tokenizer.num_special_tokens_to_add(pair=False))
+
+
+def resolve_layers(layers: str | Sequence[int], num_layers: int) -> tuple[list[int], str]:
+    """Hidden-state indices for ``layers`` and how they combine: ``"sum"`` or ``"concat"``.
+
+    Index 0 is the embedding output, ``num_layers`` the last encoder layer.
+
+    >>> resolve_layers("sum_last_four", 12)
+    ([9, 10, 11, 12], 'sum')
+    """
+    top = num_layers
+    choices = (
+        f"one of {list(LAYER_STRATEGIES)} or a non-empty list of hidden-state indices in "
+        f"0..{top} (0: embedding output, {top}: last layer)"
+    )
+    if isinstance(layers, str):
+        named = {
+            "last": ([top], "concat"),
+            "second_to_last": ([top - 1], "concat"),
+            "sum_last_four": (list(range(top - 3, top + 1)), "sum"),
+            "concat_last_four": (list(range(top - 3, top + 1)), "concat"),
+            "sum_all": (list(range(1, top + 1)), "sum"),
+            "embeddings": ([0], "concat"),
+        }
+        if layers not in named:
+            raise ValueError(f"layers: expected {choices}, found {layers!r}")
+        indices, combine = named[layers]
+        if min(indices) < 0:
+            raise ValueError(
+                f"layers: {layers!r} needs a model with at least {top - min(indices)} layers; "
+                f"the model has {top}. Expected {choices}"
+            )
+        return indices, combine
+    indices = list(layers)
+    if not indices or any(not 0 <= i <= top for i in indices):
+        raise ValueError(f"layers: expected {choices}, found {indices!r}")
+    return indices, "concat"
+
+
+# -- executor side: tokenize, run, pool -----------------------------------------------
+class Encoder:
+    """A tokenizer and a float32 model in eval mode on one device (one per Python worker)."""
+
+    def __init__(self, path: str, device: str) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.device = device
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModel.from_pretrained(path, output_hidden_states=True, local_files_only=True)
+        self.model = model.to(device=device, dtype=torch.float32).eval()
+
+
+def embed_texts(
+    encoder: Encoder,
+    texts: list[str],
+    *,
+    indices: list[int],
+    combine: str,
+    pooling: str,
+    maxLength: int,
+    batchSize: int,
+) -> tuple[Any, list[list[str]] | None, int]:
+    """Features of ``texts``: (features, tokens, number of truncated texts).
+
+    Pooled: features is a float32 (texts, width) array and tokens None.
+    ``pooling="none"``: features is a list of (tokens_i, width) arrays and
+    tokens the word pieces of each text (special tokens included).
+    """
+    import torch
+
+    if not texts:
+        width = len(indices if combine == "concat" else [0]) * encoder.model.config.hidden_size
+        return ([], [], 0) if pooling == "none" else (np.zeros((0, width), np.float32), None, 0)
+    tokenizer = encoder.tokenizer
+    encoded = tokenizer(texts, truncation=True, max_length=maxLength)
+    ids = encoded["input_ids"]
+    truncated = _count_truncated(tokenizer, texts, encoded, maxLength)
+    if truncated:
+        logger.warning("%d of %d texts were longer than maxLength=%d tokens and were truncated", truncated, len(texts), maxLength)
+    names = [n for n in tokenizer.model_input_names if n in encoded and n != "attention_mask"]
+    pad_values = {"input_ids": tokenizer.pad_token_id or 0}
+    lengths = np.array([len(x) for x in ids], dtype=np.int64)
+    # Longest first: similar lengths share a chunk (little padding), and a chunk
+    # too big for memory fails on the first step rather than the last.
+    order = np.argsort(-lengths, kind="stable")
+    pooled = [None] * len(texts)
+    for start in range(0, len(texts), batchSize):
+        rows = order[start : start + batchSize]
+        longest = int(lengths[rows].max())
+        mask = np.arange(longest)[None, :] < lengths[rows][:, None]
+        inputs = {"attention_mask": torch.from_numpy(mask.astype(np.int64))}
+        for name in names:
+            padded = np.full((len(rows), longest), pad_values.get(name, 0), dtype=np.int64)
+            for j, row in enumerate(rows):
+                padded[j, : lengths[row]] = encoded[name][row]
+            inputs[name] = torch.from_numpy(padded)
+        with torch.inference_mode():
+            inputs = {k: v.to(encoder.device) for k, v in inputs.items()}
+            hidden = encoder.model(**inputs).hidden_states
+            chosen = [hidden[i] for i in indices]
+            states = torch.stack(chosen).sum(0) if combine == "sum" else torch.cat(chosen, dim=-1)
+            if pooling == "cls":
+                out = states[:, 0]
+            elif pooling == "mean":
+                weights = inputs["attention_mask"].unsqueeze(-1).to(states.dtype)
+                out = (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+            else:
+                out = states
+            out = out.float().cpu().numpy()
+        for j, row in enumerate(rows):
+            pooled[row] = out[j] if pooling != "none" else out[j, : lengths[row]]
+    if pooling == "none":
+        return pooled, [tokenizer.convert_ids_to_tokens(x) for x in ids], truncated
+    return np.stack(pooled), None, truncated
+
+
+def _count_truncated(tokenizer, texts: list[str], encoded, max_length: int) -> int:
+    encodings = getattr(encoded, "encodings", None)
+    if encodings:  # fast tokenizers keep what truncation cut off
+        return sum(1 for e in encodings if e.overflowing)
+    full = tokenizer(texts, truncation=False)["input_ids"]
+    return sum(len(x) > max_length for x in full)
+
+
+def resolve_device(device: str) -> str:
+    """The torch device for this task: ``auto`` takes the task's GPU when CUDA is available."""
+    import torch
+
+    if device == "cpu":
+        return device
+    if not torch.cuda.is_available():
+        if device == "auto":
+            return "cpu"
+        raise RuntimeError(f"device: {device!r} requested but CUDA is not available on this executor")
+    if device in ("auto", "cuda"):
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        gpus = context.resources().get("gpu") if context else None
+        return f"cuda:{gpus.addresses[0]}" if gpus and gpus.addresses else "cuda"
+    return device
+
+
+# -- Arrow encoding ------------------------------------------------------------------
+def _lists(lengths: np.ndarray, values: pa.Array, valid: np.ndarray) -> pa.Array:
+    """A list column over ``values``; rows where ``valid`` is False are null (and empty)."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    list_type = pa.list_(pa.field("element", values.type))
+    return pa.ListArray.from_arrays(pa.array(offsets), values, type=list_type, mask=None if valid.all() else pa.array(~valid))
+
+
+def _spread(counts: list[int], valid: np.ndarray) -> np.ndarray:
+    """Per-row lengths: ``counts`` for the valid rows in order, 0 for null rows."""
+    lengths = np.zeros(len(valid), dtype=np.int64)
+    lengths[valid] = counts
+    return lengths
+
+
+def encode_features(features: Any, valid: np.ndarray, width: int, pooling: str, as_vectors: bool) -> pa.Array:
+    """``embed_texts`` features of the valid rows as one Arrow column over all rows."""
+    if pooling != "none":
+        if as_vectors:
+            matrix = np.zeros((len(valid), width), np.float32)
+            matrix[valid] = features
+            return inference.dense_vectors(matrix, None if valid.all() else valid)
+        return _lists(_spread([width] * len(features), valid), pa.array(features.reshape(-1), _FLOAT), valid)
+    tokens = np.concatenate(features) if features else np.zeros((0, width), np.float32)
+    all_valid = np.ones(len(tokens), dtype=bool)
+    if as_vectors:
+        per_token = inference.dense_vectors(tokens)
+    else:
+        per_token = _lists(np.full(len(tokens), width), pa.array(tokens.reshape(-1), _FLOAT), all_valid)
+    return _lists(_spread([len(f) for f in features], valid), per_token, valid)
+
+
+def encode_tokens(tokens: list[list[str]], valid: np.ndarray) -> pa.Array:
+    flat = pa.array([t for row in tokens for t in row], pa.string())
+    return _lists(_spread([len(row) for row in tokens], valid), flat, valid)
+
+
+# -- the Transformer -----------------------------------------------------------------
+def _to_path(value: Any) -> str:
+    return TypeConverters.toString(os.fspath(value) if isinstance(value, os.PathLike) else value)
+
+
+def _to_layers(value: Any) -> str | list[int]:
+    return value if isinstance(value, str) else TypeConverters.toListInt(value)
+
+
+class _BertEmbeddingsParams(HasInputCol, HasOutputCol):
+    modelPath = Param(Params._dummy(), "modelPath", "local directory with a BERT-like model and its tokenizer (must exist on every executor; the weights are not copied)", typeConverter=_to_path)
+    layers = Param(Params._dummy(), "layers", f"hidden layers to use: one of {list(LAYER_STRATEGIES)}, or a list of hidden-state indices (0: embedding output) concatenated in that order", typeConverter=_to_layers)
+    pooling = Param(Params._dummy(), "pooling", "cls (first token), mean (over real tokens) or none (one vector per token, plus tokensCol)", typeConverter=TypeConverters.toString)
+    maxLength = Param(Params._dummy(), "maxLength", "longest tokenized text, special tokens included; longer texts are truncated (at most the model's max_position_embeddings)", typeConverter=TypeConverters.toInt)
+    batchSize = Param(Params._dummy(), "batchSize", "texts per forward pass (> 0)", typeConverter=TypeConverters.toInt)
+    outputType = Param(Params._dummy(), "outputType", "array (array<float>) or vector (MLlib DenseVector)", typeConverter=TypeConverters.toString)
+    device = Param(Params._dummy(), "device", "auto (CUDA when the executor has it), cpu, cuda or cuda:N", typeConverter=TypeConverters.toString)
+    tokensCol = Param(Params._dummy(), "tokensCol", "column of word pieces added when pooling is none", typeConverter=TypeConverters.toString)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._setDefault(
+            inputCol="text", outputCol="features", layers="second_to_last", pooling="mean",
+            maxLength=128, batchSize=32, outputType="array", device="auto", tokensCol="tokens",
+        )
+
+
+@add_accessors
+class BertEmbeddings(Transformer, _BertEmbeddingsParams, DefaultParamsReadable, DefaultParamsWritable):
+    """Features of a text column from a BERT-like encoder's hidden layers.
+
+    ``layers`` picks hidden states hs[0] (embedding output) .. hs[L] (last
+    layer): last, second_to_last (default), sum_last_four, concat_last_four
+    (4 x hidden values), sum_all (hs[1] + ... + hs[L]), embeddings, or a list
+    of indices concatenated in order. Null texts give null features.
+
+    >>> from pyspark.ml import Pipeline
+    >>> from pyspark.ml.classification import LogisticRegression
+    >>> bert = BertEmbeddings(inputCol="text", outputCol="features", modelPath="/models/minilm",
+    ...                       layers="sum_last_four", pooling="mean", outputType="vector")
+    >>> model = Pipeline(stages=[bert, LogisticRegression()]).fit(train)
+    >>> bert.setPooling("none").transform(test).select("tokens", "features").show(2)
+    """
+
+    @keyword_only
+    def __init__(
+        self, *, inputCol: str = "text", outputCol: str = "features", modelPath: str | None = None,
+        layers: str | list[int] = "second_to_last", pooling: str = "mean", maxLength: int = 128,
+        batchSize: int = 32, outputType: str = "array", device: str = "auto", tokensCol: str = "tokens",
+    ) -> None:
+        super().__init__()
+        self._set(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(
+        self, *, inputCol: str = "text", outputCol: str = "features", modelPath: str | None = None,
+        layers: str | list[int] = "second_to_last", pooling: str = "mean", maxLength: int = 128,
+        batchSize: int = 32, outputType: str = "array", device: str = "auto", tokensCol: str = "tokens",
+    ) -> "BertEmbeddings":
+        """Sets Params by keyword."""
+        return self._set(**self._input_kwargs)
+
+    def _check(self, dataset: DataFrame) -> tuple[EncoderInfo, list[int], str, int]:
+        """Every check that can fail, on the driver, before any Spark job."""
+        for name, allowed in (("pooling", POOLINGS), ("outputType", OUTPUT_TYPES)):
+            if self.getOrDefault(name) not in allowed:
+                raise ValueError(f"{name}: expected one of {list(allowed)}, found {self.getOrDefault(name)!r}")
+        if not _DEVICE.match(self.getDevice()):
+            raise ValueError(f"device: expected auto, cpu, cuda or cuda:N, found {self.getDevice()!r}")
+        if self.getBatchSize() <= 0:
+            raise ValueError(f"batchSize: expected a value > 0, found {self.getBatchSize()}")
+        text_type = column_type(dataset, self.getInputCol(), "inputCol")
+        if not isinstance(text_type, T.StringType):
+            raise TypeError(f"inputCol: column {self.getInputCol()!r} must be a string column; found {text_type.simpleString()}")
+        added = [self.getOutputCol()] + ([self.getTokensCol()] if self.getPooling() == "none" else [])
+        for name in added:
+            if name in dataset.columns:
+                raise ValueError(f"output column {name!r} already exists in the DataFrame; choose another name")
+        info = inspect_encoder(self.getOrDefault(self.modelPath) if self.isDefined(self.modelPath) else None)
+        max_length = self.getMaxLength()
+        if not self.isSet(self.maxLength):  # the default adapts to small models; a set value must fit
+            max_length = min(max_length, info.maxPositions)
+        if not info.numSpecialTokens < max_length <= info.maxPositions:
+            raise ValueError(
+                f"maxLength: expected a value in {info.numSpecialTokens + 1}..{info.maxPositions} "
+                f"(the model's max_position_embeddings), found {max_length}"
+            )
+        indices, combine = resolve_layers(self.getLayers(), info.numLayers)
+        return info, indices, combine, max_length
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        info, indices, combine, max_length = self._check(dataset)
+        width = info.hiddenSize * (len(indices) if combine == "concat" else 1)
+        pooling, as_vectors = self.getPooling(), self.getOutputType() == "vector"
+        element = VectorUDT() if as_vectors else T.ArrayType(T.FloatType())
+        fields = [T.StructField(self.getOutputCol(), element if pooling != "none" else T.ArrayType(element), True)]
+        if pooling == "none":
+            fields.append(T.StructField(self.getTokensCol(), T.ArrayType(T.StringType()), True))
+        schema = T.StructType(dataset.schema.fields + fields)
+        text_col, device, names = self.getInputCol(), self.getDevice(), schema.names
+        options = dict(indices=indices, combine=combine, pooling=pooling, maxLength=max_length, batchSize=self.getBatchSize())
+        path = info.path
+        version = os.stat(os.path.join(path, "config.json")).st_mtime_ns  # a rewritten model is reloaded
+
+        def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            import torch
+            from pyspark import TaskContext
+
+            context = TaskContext.get()
+            torch.set_num_threads(max(1, context.cpus() if context else 1))
+            where = resolve_device(device)
+            encoder = inference.cached_network(f"bert|{path}|{version}|{where}", lambda: Encoder(path, where))
+            for batch in batches:
+                column = batch.column(batch.schema.get_field_index(text_col))
+                valid = np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+                texts = [t for t in column.to_pylist() if t is not None]
+                features, tokens, _ = embed_texts(encoder, texts, **options)
+                columns = list(batch.columns) + [encode_features(features, valid, width, pooling, as_vectors)]
+                if tokens is not None:
+                    columns.append(encode_tokens(tokens, valid))
+                yield pa.RecordBatch.from_arrays(columns, names=names)
+
+        return dataset.mapInArrow(run, schema)
