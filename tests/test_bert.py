@@ -263,3 +263,23 @@ def test_real_minilm_features_match_transformers(spark):
     expected = [reference_hidden_states(path, t, 128)[0][-1].mean(axis=0) for t in texts]
     assert got.shape == (3, 384)
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("strategy", ["embeddings", "last", "second_to_last", "sum_last_four", "concat_last_four", "sum_all"])
+def test_pipeline_derives_each_strategy_from_all_layers_as_the_transformer_computes_it(strategy_rows, tiny_model, texts_df, strategy):
+    from transformers import AutoConfig
+
+    from sparkdl.runner import load_pipeline
+
+    config = AutoConfig.from_pretrained(tiny_model)
+    layers, hidden = config.num_hidden_layers, config.hidden_size
+    every = BertEmbeddings(modelPath=tiny_model, layers=list(range(layers + 1)), pooling="mean", maxLength=MAX_LENGTH,
+                           outputCol="all").transform(texts_df)
+    derive = load_pipeline("bert_text_classification").layer_strategy
+    derived = {r.id: r.f for r in every.select("id", derive(F.col("all"), strategy, layers, hidden).alias("f")).collect()}
+    direct = strategy_rows(strategy, "mean")
+    for row_id, row in direct.items():
+        if row.features is None:
+            assert derived[row_id] is None
+        else:
+            np.testing.assert_allclose(derived[row_id], row.features, rtol=1e-5, atol=1e-5)

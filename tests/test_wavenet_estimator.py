@@ -30,7 +30,7 @@ def windows(spark):
 def model(windows):
     train, _ = windows
     return WaveNet(layersPerBlock=8, blocks=1, residualChannels=32, dilationChannels=32, skipChannels=64,
-                   epochs=12, batchSize=8, learningRate=0.003, backend="local", verbose=0, seed=1).fit(train)
+                   epochs=6, batchSize=8, learningRate=0.003, backend="local", verbose=0, seed=1).fit(train)
 
 
 def test_numpy_mulaw_matches_the_spark_encoder(spark):
