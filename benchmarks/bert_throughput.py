@@ -33,6 +33,9 @@ MAX_LENGTH, BATCH_SIZE, THREADS = 128, 32, 2
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
+
+
 def load_texts(rows: int) -> list[str]:
     """``rows`` sentences from data/text/topics.csv, cycled in file order."""
     sentences = pd.read_csv(ROOT / "data" / "text" / "topics.csv")["text"].tolist()
@@ -88,25 +91,6 @@ class SparkPath:
     def first_rows(self, n: int) -> np.ndarray:
         rows = self.bert.transform(self.df.filter(f"id < {n}")).orderBy("id").select("features").collect()
         return np.array([r.features for r in rows], dtype=np.float32)
-
-
-def machine_info() -> dict:
-    import psutil
-
-    model_name = ""
-    if os.path.exists("/proc/cpuinfo"):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model_name = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu": model_name or platform.processor(),
-        "logical_cores": os.cpu_count(),
-        "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "platform": platform.platform(),
-    }
 
 
 def versions() -> dict:

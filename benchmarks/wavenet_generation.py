@@ -33,23 +33,7 @@ sys.path.insert(0, str(ROOT))
 from sparkdl.nn.wavenet import generation_speed  # noqa: E402
 
 
-def machine_info() -> dict:
-    model_name = ""
-    if os.path.exists("/proc/cpuinfo"):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model_name = line.split(":", 1)[1].strip()
-                break
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return {
-        "cpu": model_name or platform.processor(),
-        "logical_cores": os.cpu_count(),
-        "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "memory_gib": round(memory / 2**30, 1),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "platform": platform.platform(),
-    }
+from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
 
 
 def versions() -> dict:
@@ -64,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "wavenet_generation.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    machine = machine_info()
+    machine = {**machine_info(), "torch_threads": torch.get_num_threads()}
     rows = [generation_speed(field, args.samples, repeats=args.repeats) for field in args.fields]
     result = {
         "benchmark": "wavenet_generation",

@@ -33,6 +33,17 @@ def digits_df(spark):
     return digits(spark).cache()
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Run a test with one torch thread (small models: threads only add overhead), then restore."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 _FIGURES: list[tuple[str, str]] = []
 
 

@@ -6,12 +6,7 @@ from sparkdl.nn import build, names
 from sparkdl.nn.cnn import receptive_field
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_lenet_and_conv1d_are_registered():

@@ -8,12 +8,7 @@ from sparkdl.nn.recurrent import PeepholeLSTM, PeepholeLSTMCell
 CELLS = ["lstm", "gru", "rnn", "peephole_lstm"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_rnn_is_registered():

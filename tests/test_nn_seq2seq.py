@@ -25,12 +25,7 @@ from sparkdl.nn.seq2seq import Attention, Seq2Seq, flat_input, length_penalty
 S, T, V = 8, 9, len(DIGITS)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_model(seed: int = 0, **kwargs) -> Seq2Seq:

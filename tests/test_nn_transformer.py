@@ -18,12 +18,7 @@ from sparkdl.nn import build, names
 from sparkdl.nn.transformer import MultiHeadSelfAttention, TransformerEncoder, sinusoidal_encoding
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def attention_and_input():

@@ -17,12 +17,7 @@ from sparkdl.nn import build, names
 from sparkdl.nn.wavenet import MODES, CausalConv1d, GatedResidualLayer, WaveNet, generation_speed
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_wavenet(**kwargs) -> WaveNet:

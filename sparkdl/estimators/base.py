@@ -15,7 +15,6 @@ from typing import Any
 from pyspark import keyword_only
 from pyspark.ml import Estimator
 from pyspark.ml.linalg import VectorUDT
-from pyspark.ml.util import MLReadable, MLWritable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -31,8 +30,7 @@ from sparkdl.data.schema import (
 )
 from sparkdl.estimators.model import TorchModel, _build_network
 from sparkdl.estimators.persistence import (
-    AtomicWriter,
-    StageReader,
+    SavedWithoutPickle,
     load_factory,
     save_factory,
     set_params,
@@ -47,7 +45,7 @@ DEFAULT_LOSS = {"classification": "cross_entropy", "regression": "mse", "reconst
 
 
 @add_accessors
-class TorchEstimator(Estimator, TorchParams, MLWritable, MLReadable):
+class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
     """Train any ``sparkdl.nn`` architecture (or your own module factory) on a DataFrame.
 
     >>> est = TorchEstimator(architecture="mlp", architectureParams={"hiddenLayers": [32]},
@@ -275,20 +273,7 @@ class TorchEstimator(Estimator, TorchParams, MLWritable, MLReadable):
             return F.rand(self.getSeed()) < F.lit(self.getValidationFraction())
         return None
 
-    # -- persistence ----------------------------------------------------------------
-    def write(self) -> AtomicWriter:
-        """Saves Params (and a custom factory, pickled) without training data."""
-        return AtomicWriter(self)
-
-    @classmethod
-    def read(cls) -> StageReader:
-        return StageReader(cls)
-
-    @classmethod
-    def load(cls, path: str, allowPickle: bool = False):
-        """Load a saved estimator; ``allowPickle`` is needed for a custom module factory."""
-        return StageReader(cls, allowPickle).load(path)
-
+    # -- persistence (write/read/load come from SavedWithoutPickle) ---------------------
     def _save_to(self, path: str) -> None:
         extra: dict[str, Any] = {"pickled": False}
         if callable(self.getArchitecture()):

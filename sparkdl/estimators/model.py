@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 from pyspark.ml import Model
 from pyspark.ml.linalg import VectorUDT
-from pyspark.ml.util import MLReadable, MLWritable
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
@@ -24,8 +23,7 @@ from sparkdl.data.schema import check_features_type
 from sparkdl.estimators import inference
 from sparkdl.estimators.params import TorchParams, add_accessors
 from sparkdl.estimators.persistence import (
-    AtomicWriter,
-    StageReader,
+    SavedWithoutPickle,
     load_factory,
     load_weights,
     save_factory,
@@ -37,7 +35,7 @@ from sparkdl.training.spec import TrainSpec
 
 
 @add_accessors
-class TorchModel(Model, TorchParams, MLWritable, MLReadable):
+class TorchModel(Model, TorchParams, SavedWithoutPickle):
     """A fitted torch network as a Spark Transformer.
 
     ``transform`` adds, for classification, ``prediction`` (double) and
@@ -84,23 +82,6 @@ class TorchModel(Model, TorchParams, MLWritable, MLReadable):
         return _build_network(self.architectureSpec, self.weights)
 
     # -- persistence ----------------------------------------------------------------
-    def write(self) -> AtomicWriter:
-        """``model.write().overwrite().save(path)``: metadata, safetensors weights, history."""
-        return AtomicWriter(self)
-
-    @classmethod
-    def read(cls) -> StageReader:
-        return StageReader(cls)
-
-    @classmethod
-    def load(cls, path: str, allowPickle: bool = False) -> "TorchModel":
-        """Load any saved sparkdl model (``TorchModel.load``) or one kind (``MLPClassifierModel.load``).
-
-        A model whose architecture is a user's module factory loads only with
-        ``allowPickle=True``: that runs code from the saved file.
-        """
-        return StageReader(cls, allowPickle).load(path)
-
     def _save_to(self, path: str) -> None:
         spec = self.architectureSpec
         pickled = isinstance(spec["architecture"], bytes)

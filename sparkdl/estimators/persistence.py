@@ -33,7 +33,7 @@ from typing import Any, Iterator
 from urllib.parse import urlparse
 
 import numpy as np
-from pyspark.ml.util import MLReader, MLWriter
+from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 
 FORMAT_VERSION = 1
 WEIGHTS, HISTORY, PICKLED = "weights.safetensors", "history.json", "architecture.pkl"
@@ -223,3 +223,23 @@ class StageReader(MLReader):
         metadata = read_metadata(path)
         cls = stage_class(metadata, path, self.base)
         return cls._load_from(local_path(path), metadata, self.allowPickle)
+
+
+class SavedWithoutPickle(MLWritable, MLReadable):
+    """``write()``/``read()``/``load()`` for stages that implement ``_save_to`` and ``_load_from``.
+
+    ``X.load(path)`` returns whichever sparkdl subclass of ``X`` was saved
+    there; a user's module factory loads only with ``allowPickle=True``,
+    because that runs code from the saved file.
+    """
+
+    def write(self) -> AtomicWriter:
+        return AtomicWriter(self)
+
+    @classmethod
+    def read(cls) -> StageReader:
+        return StageReader(cls)
+
+    @classmethod
+    def load(cls, path: str, allowPickle: bool = False):
+        return StageReader(cls, allowPickle).load(path)
