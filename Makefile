@@ -3,7 +3,7 @@ VENV   := .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.sparkdl-setup
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test bench bench-quick clean
 
 setup: $(STAMP)
 
@@ -17,6 +17,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PYTHON) -m pytest
+
+# Benchmarks print one table and write benchmarks/results/*.json (README, "Performance").
+bench: $(STAMP)
+	$(PYTHON) benchmarks/run_all.py
+
+bench-quick: $(STAMP)
+	$(PYTHON) benchmarks/run_all.py --quick
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache spark-warehouse metastore_db derby.log output

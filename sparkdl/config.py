@@ -49,6 +49,10 @@ def _merge(base: dict, update: Mapping, prefix: str, params: Mapping[str, type])
             if not estimator.hasParam(str(key)):
                 valid = sorted(p.name for p in estimator.params)
                 raise ConfigError(f"config key {dotted!r}: unknown Param of {type(estimator).__name__}; valid keys are {valid}")
+            try:
+                estimator._set(**{str(key): value})  # the Param's own type converter judges the value
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"config key {dotted!r}: not a valid {type(estimator).__name__}.{key} ({err})") from None
             base[key] = value
             continue
         if key not in base:

@@ -10,7 +10,7 @@ from pyspark.ml.evaluation import MulticlassClassificationEvaluator, RegressionE
 from pyspark.ml.feature import StandardScaler
 from pyspark.sql import functions as F
 
-from sparkdl.estimators import Autoencoder, CNNClassifier, MLPClassifier, RNNRegressor
+from sparkdl.estimators import Autoencoder, CNNClassifier, MLPClassifier, RNNRegressor, TransformerClassifier
 
 FAST = dict(backend="local", verbose=0, seed=7)
 
@@ -53,6 +53,16 @@ def test_cnn_classifier_beats_mllib_on_digits(digits_split, mllib_accuracy, repo
     accuracy = _accuracy(cnn, labelled, test)
     report("digits test accuracy: sparkdl CNNClassifier [1, 8, 8]", accuracy)
     assert accuracy >= 0.97 and accuracy > mllib_accuracy
+
+
+def test_transformer_classifier_reads_digits_as_sequences_of_rows(digits_split, mllib_accuracy, report):
+    labelled, test = digits_split
+    transformer = TransformerClassifier(inputShape=[8, 8], dModel=32, numHeads=4, numLayers=2, feedForward=64,
+                                        epochs=30, batchSize=32, learningRate=0.002, validationCol="isValidation",
+                                        earlyStoppingPatience=6, earlyStoppingMetric="val_accuracy", **FAST)
+    accuracy = _accuracy(transformer, labelled, test)
+    report("digits test accuracy: sparkdl TransformerClassifier (8 rows of 8 pixels)", accuracy)
+    assert accuracy >= 0.9
 
 
 def test_lstm_predicts_a_noisy_sine_far_better_than_the_last_value(spark, report):

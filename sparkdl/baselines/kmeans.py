@@ -39,6 +39,8 @@ def kmeans(
         raise ValueError(f"initMode: expected one of {list(INIT_MODES)}, found {initMode!r}")
     if maxIter < 1:
         raise ValueError(f"maxIter: expected at least 1, found {maxIter}")
+    if tol < 0:
+        raise ValueError(f"tol: expected a value >= 0, found {tol}")
     return KMeans(
         k=k,
         initMode=initMode,

@@ -18,9 +18,11 @@ from __future__ import annotations
 import json
 import os
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
+from py4j.protocol import Py4JJavaError
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.feature import PCA
@@ -43,6 +45,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.functions import pandas_udf
+
+from sparkdl.data.schema import non_finite_count
 
 FORMAT_VERSION = 1
 _DATA = "data"
@@ -155,12 +159,27 @@ class CenteredPCA(Estimator, _CenteredPCAParams, DefaultParamsReadable, DefaultP
         name = self.getInputCol()
         arrays = dataset.select(self._input_as_doubles(dataset).alias("x"))
 
-        counts = arrays.select(F.count("*").alias("rows"), F.count(F.when(F.col("x").isNull(), 1)).alias("nulls")).first()
+        x = F.col("x")
+        length = F.when(x.isNotNull(), F.size(x))
+        counts = arrays.select(
+            F.count("*").alias("rows"),
+            F.count(F.when(x.isNull(), 1)).alias("nulls"),
+            F.sum(F.when(x.isNotNull(), non_finite_count(x))).alias("bad"),
+            F.min(length).alias("shortest"),
+            F.max(length).alias("longest"),
+        ).first()
         if counts["nulls"]:
             raise ValueError(f"inputCol: column {name!r} contains {counts['nulls']} null values; drop or fill them first")
         if counts["rows"] < 2:
             raise ValueError(
                 f"inputCol: column {name!r} needs at least 2 rows to estimate a covariance, found {counts['rows']}"
+            )
+        if counts["bad"]:
+            raise ValueError(f"inputCol column {name!r}: expected finite values, found {counts['bad']} NaN/infinite/null elements")
+        if counts["shortest"] != counts["longest"] or counts["longest"] == 0:
+            raise ValueError(
+                f"inputCol column {name!r}: expected non-empty arrays of one length, "
+                f"found lengths from {counts['shortest']} to {counts['longest']}"
             )
         summary = arrays.select(Summarizer.metrics("mean", "variance").summary(array_to_vector("x")).alias("s")).first()["s"]
         mean = summary["mean"].toArray()
@@ -267,6 +286,13 @@ class CenteredPCAModel(Model, _CenteredPCAParams, MLReadable, MLWritable):
         return _CenteredPCAModelReader(cls)
 
 
+def _root_cause(error: Py4JJavaError) -> str:
+    throwable = error.java_exception
+    while throwable.getCause() is not None:
+        throwable = throwable.getCause()
+    return str(throwable.toString())
+
+
 def _minus(values: Column, offset: np.ndarray) -> Column:
     """``values - offset`` element-wise, evaluated in the JVM."""
     literal = F.array(*[F.lit(float(v)) for v in offset])
@@ -292,6 +318,9 @@ def _rows(series: pd.Series, width: int, column: str) -> tuple[np.ndarray, np.nd
     if matrix is None or matrix.ndim != 2 or matrix.shape[1] != width:
         sizes = sorted({len(v) for v in series.iloc[present]})
         raise ValueError(f"inputCol: column {column!r} must hold {width} values per row (as in fit), found sizes {sizes}")
+    bad = matrix.size - np.count_nonzero(np.isfinite(matrix))
+    if bad:
+        raise ValueError(f"inputCol column {column!r}: expected finite values, found {bad} NaN/infinite/null elements")
     return matrix, present
 
 
@@ -346,13 +375,30 @@ class _CenteredPCAModelReader(MLReader):
         self.cls = cls
 
     def load(self, path: str) -> CenteredPCAModel:
+        parsed = urlparse(path)
+        if parsed.scheme in ("", "file") and not os.path.exists(parsed.path):
+            raise ValueError(f"path {path!r}: expected a saved CenteredPCAModel, found no such file or directory")
         expected = f"{self.cls.__module__}.{self.cls.__name__}"
         metadata = DefaultParamsReader.loadMetadata(path, self.sc, expectedClassName=expected)
         version = metadata.get("sparkdlFormatVersion")
         if version != FORMAT_VERSION:
             raise ValueError(f"path: {path!r} holds CenteredPCAModel format {version}, this sparkdl reads {FORMAT_VERSION}")
-        data = json.loads("".join(self.sc.textFile(os.path.join(path, _DATA)).collect()))
-        model = self.cls._from_state(data["mean"], data["components"], data["explainedVariance"], data["componentVariance"])
+        try:
+            text = "".join(self.sc.textFile(os.path.join(path, _DATA)).collect())
+        except Py4JJavaError as error:  # e.g. Hadoop's checksum of a part file that was modified
+            raise ValueError(
+                f"path {path!r}: {_DATA}/ cannot be read; expected the files written by CenteredPCAModel.save "
+                f"({_root_cause(error)})"
+            ) from None
+        try:
+            data = json.loads(text)
+            state = [np.asarray(data[k], dtype=np.float64) for k in ("mean", "components", "explainedVariance", "componentVariance")]
+            model = self.cls._from_state(*state)
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise ValueError(
+                f"path {path!r}: {_DATA}/ is corrupted; expected the mean and components written by "
+                f"CenteredPCAModel.save ({type(error).__name__}: {error})"
+            ) from None
         model._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(model, metadata)
         return model

@@ -1,6 +1,17 @@
-"""DataFrame -> torch: schema checks, Parquet materialisation, per-rank shards; WAV audio."""
+"""DataFrame -> torch: schema checks, Parquet materialisation, per-rank shards; WAV audio.
 
-from sparkdl.data.audio import read_wav, write_wav
+The WAV functions are imported on first use: the training ranks import this
+package for ``materialize`` and need neither pandas nor Spark SQL.
+"""
+
 from sparkdl.data.materialize import ParquetData, materialize, read_shard
 
 __all__ = ["ParquetData", "materialize", "read_shard", "read_wav", "write_wav"]
+
+
+def __getattr__(name: str):
+    if name in ("read_wav", "write_wav"):
+        from sparkdl.data import audio
+
+        return getattr(audio, name)
+    raise AttributeError(f"module 'sparkdl.data' has no attribute {name!r}")

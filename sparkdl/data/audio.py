@@ -13,7 +13,7 @@ import io
 import math
 import os
 import wave
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -42,8 +42,8 @@ def read_wav(spark: SparkSession, path: str, sampleRate: int | None = None) -> D
     samples, clipped to [-1, 1].
 
     The headers are checked by one Spark job before this returns: files that
-    are not integer PCM (e.g. a float WAV, format code 3) or are corrupt raise
-    a ``ValueError`` naming them. The decoding itself is lazy.
+    are not integer PCM (e.g. a float WAV, format code 3), are corrupt or are
+    empty raise a ``ValueError`` naming them. The decoding itself is lazy.
 
     >>> audio = read_wav(spark, "data/audio", sampleRate=16000)
     >>> audio.select("path", "numSamples").show()
@@ -57,7 +57,7 @@ def read_wav(spark: SparkSession, path: str, sampleRate: int | None = None) -> D
         .load(path)
         .select("path", "content")
     )
-    _check_files(files, path)
+    _check_files(files, path, _empty_wav_files(spark, path))
     rate = None if sampleRate is None else int(sampleRate)
 
     def decode(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -95,16 +95,31 @@ def write_wav(samples: np.ndarray, path: str | os.PathLike, sampleRate: int) -> 
         out.writeframes(pcm.tobytes())
 
 
-def _check_files(files: DataFrame, path: str) -> None:
+def _empty_wav_files(spark: SparkSession, path: str) -> list[str]:
+    """The ``*.wav`` files of zero bytes at ``path`` (Spark's file sources skip them without a word)."""
+    jvm = spark.sparkContext._jvm
+    pattern = jvm.org.apache.hadoop.fs.Path(path)
+    fs = pattern.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    empty = []
+    for status in fs.globStatus(pattern) or []:
+        listing = fs.listFiles(status.getPath(), True)
+        while listing.hasNext():
+            file = listing.next()
+            if file.getLen() == 0 and file.getPath().getName().lower().endswith(".wav"):
+                empty.append(file.getPath().toString())
+    return empty
+
+
+def _check_files(files: DataFrame, path: str, empty: Sequence[str] = ()) -> None:
     """One job: count the files and gather the decoding errors, then raise on the driver."""
     checked = files.mapInPandas(_check_batches, _CHECK_SCHEMA)
     summary = checked.agg(
         F.count("*").alias("files"),
         F.collect_list(F.when(F.col("error").isNotNull(), F.concat_ws(": ", "path", "error"))).alias("errors"),
     ).first()
-    if summary["files"] == 0:
+    if summary["files"] == 0 and not empty:
         raise ValueError(f"read_wav: no .wav files found at {path!r}")
-    errors = summary["errors"]
+    errors = summary["errors"] + [f"{file}: empty file (0 bytes)" for file in empty]
     if errors:
         shown = "\n  ".join(sorted(errors)[:_SHOWN_ERRORS])
         more = f"\n  ... and {len(errors) - _SHOWN_ERRORS} more" if len(errors) > _SHOWN_ERRORS else ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Iterator
@@ -42,7 +43,6 @@ def _use_data_dir(spark, data_dir: str | None) -> None:
     """Point petastorm at ``data_dir``, or at a temporary directory when nothing is set."""
     if data_dir is None and spark.conf.get(CACHE_CONF, None):
         return
-    import os
     import tempfile
 
     directory = data_dir or os.path.join(tempfile.gettempdir(), "sparkdl-cache")
@@ -61,7 +61,6 @@ def materialize(df, featuresCol: str, labelCol: str | None = None, validation=No
     block exits, also when it exits with an error.
     """
     from pyspark.sql import functions as F
-    from petastorm.spark import make_spark_converter
 
     from sparkdl.data.schema import as_array
 
@@ -76,7 +75,7 @@ def materialize(df, featuresCol: str, labelCol: str | None = None, validation=No
     logging.getLogger("petastorm").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        converter = make_spark_converter(df.select(*columns), dtype="float32")
+        converter = _converter(df.select(*columns))
     try:
         yield ParquetData(
             file_urls=tuple(converter.file_urls),
@@ -86,6 +85,31 @@ def materialize(df, featuresCol: str, labelCol: str | None = None, validation=No
         )
     finally:
         converter.delete()
+
+
+def _converter(df):
+    """petastorm's Spark converter for ``df`` (float32), its files and row count.
+
+    ``make_spark_converter`` follows its Parquet write with two more Spark
+    jobs, a read of the files' schema and a ``count()``, to learn what the
+    write already knows. When the cache directory is local (or a mounted
+    shared file system, which is what the ranks read), the files are listed
+    and their rows summed from the Parquet footers instead.
+    """
+    from petastorm.spark import spark_dataset_converter as converters
+
+    parent = converters._get_parent_cache_dir_url()
+    if urlparse(parent).scheme not in ("file", ""):
+        return converters.make_spark_converter(df, dtype="float32")
+    url = converters._cache_df_or_retrieve_cache_data_url(
+        df, parent, converters.DEFAULT_ROW_GROUP_SIZE_BYTES, "uncompressed", "float32"
+    )
+    directory = _local_path(url)
+    files = sorted(
+        os.path.join(directory, name) for name in os.listdir(directory) if name.startswith("part-") and name.endswith(".parquet")
+    )
+    rows = sum(pq.ParquetFile(path).metadata.num_rows for path in files)
+    return converters.SparkDatasetConverter(url, ["file://" + path for path in files], rows)
 
 
 def _is_array_like(df, column: str) -> bool:

@@ -63,7 +63,7 @@ def as_array(df: DataFrame, column: str) -> Column:
     return F.col(column)
 
 
-def _bad_count(array: Column) -> Column:
+def non_finite_count(array: Column) -> Column:
     """Number of null, NaN or infinite elements in an array column."""
     return F.size(
         F.filter(
@@ -104,7 +104,7 @@ def check_values(df: DataFrame, checks: Sequence[ColumnCheck], who: str) -> Data
             exprs += [
                 F.min(size).alias(f"minlen{i}"),
                 F.max(size).alias(f"maxlen{i}"),
-                F.sum(F.when(col.isNotNull(), _bad_count(col))).alias(f"bad{i}"),
+                F.sum(F.when(col.isNotNull(), non_finite_count(col))).alias(f"bad{i}"),
             ]
         else:
             value = col.cast("double")
@@ -135,6 +135,8 @@ def check_values(df: DataFrame, checks: Sequence[ColumnCheck], who: str) -> Data
                 continue
             if low != high:
                 problems.append(f"{where}: expected arrays of one length, found lengths from {low} to {high}")
+            elif high == 0:
+                problems.append(f"{where}: expected non-empty arrays, found only empty ones")
             elif c.length is not None and low != c.length:
                 problems.append(f"{where}: expected arrays of length {c.length}, found length {low}")
             lengths[c.column] = int(high)

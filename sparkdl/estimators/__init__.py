@@ -10,6 +10,8 @@ from sparkdl.estimators.cnn import CNNClassifier, CNNClassifierModel, CNNRegress
 from sparkdl.estimators.mlp import MLPClassifier, MLPClassifierModel, MLPRegressor, MLPRegressorModel
 from sparkdl.estimators.persistence import allow_pickle
 from sparkdl.estimators.recurrent import RNNClassifier, RNNClassifierModel, RNNRegressor, RNNRegressorModel
+from sparkdl.estimators.seq2seq import Seq2Seq, Seq2SeqModel
+from sparkdl.estimators.transformer import TransformerClassifier, TransformerClassifierModel, TransformerRegressor, TransformerRegressorModel
 from sparkdl.estimators.wavenet import WaveNet, WaveNetModel
 
 __all__ = [
@@ -17,5 +19,8 @@ __all__ = [
     "CNNClassifier", "CNNClassifierModel", "CNNRegressor", "CNNRegressorModel",
     "MLPClassifier", "MLPClassifierModel", "MLPRegressor", "MLPRegressorModel",
     "RNNClassifier", "RNNClassifierModel", "RNNRegressor", "RNNRegressorModel",
-    "TorchEstimator", "TorchModel", "WaveNet", "WaveNetModel", "allow_pickle",
+    "Seq2Seq", "Seq2SeqModel",
+    "TorchEstimator", "TorchModel",
+    "TransformerClassifier", "TransformerClassifierModel", "TransformerRegressor", "TransformerRegressorModel",
+    "WaveNet", "WaveNetModel", "allow_pickle",
 ]

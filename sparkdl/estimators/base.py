@@ -36,12 +36,12 @@ from sparkdl.estimators.persistence import (
     set_params,
     write_metadata,
 )
-from sparkdl.estimators.params import BACKENDS, OPTIMIZERS, TASKS, TorchParams, add_accessors
+from sparkdl.estimators.params import BACKENDS, INIT_MATCH_MODES, OPTIMIZERS, TASKS, TorchParams, add_accessors
 from sparkdl.training.backends import get_backend
 from sparkdl.training.loop import LOSSES
 from sparkdl.training.spec import TrainSpec
 
-DEFAULT_LOSS = {"classification": "cross_entropy", "regression": "mse", "reconstruction": "mse", "next_step": "cross_entropy"}
+DEFAULT_LOSS = {"classification": "cross_entropy", "regression": "mse", "reconstruction": "mse", "next_step": "cross_entropy", "seq2seq": "cross_entropy"}
 
 
 @add_accessors
@@ -89,6 +89,7 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
             ("optimizer", OPTIMIZERS),
             ("backend", BACKENDS),
             ("task", TASKS),
+            ("initFromMatch", INIT_MATCH_MODES),
         ]
         for name, allowed in checks:
             value = self.getOrDefault(name)
@@ -108,13 +109,18 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
             value = self.getOrDefault(name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name}: expected a value > 0 or None, found {value!r}")
+        unfreeze = self.getUnfreezeAfterEpochs()
+        if unfreeze is not None and (unfreeze <= 0 or not self.getFreeze()):
+            raise ValueError(f"unfreezeAfterEpochs: expected a value > 0 and a non-empty freeze, found {unfreeze!r} with freeze={self.getFreeze()}")
+        if self.getUnfrozenLearningRate() is not None and self.getUnfrozenLearningRate() <= 0:
+            raise ValueError(f"unfrozenLearningRate: expected a value > 0 or None, found {self.getUnfrozenLearningRate()!r}")
         if self.getResume() and not self.getCheckpointDir():
             raise ValueError("resume: expected checkpointDir to be set, found None")
         validating = self.getValidationCol() is not None or self.getValidationFraction() > 0
         if self.getEarlyStoppingPatience() is not None and not validating:
             raise ValueError("earlyStoppingPatience: needs validation rows; set validationFraction or validationCol")
         metric = self.getEarlyStoppingMetric()
-        allowed = ["val_loss", "val_accuracy"] if self.getTask() in ("classification", "next_step") else ["val_loss", "val_rmse"]
+        allowed = ["val_loss", "val_accuracy"] if self.getTask() in ("classification", "next_step", "seq2seq") else ["val_loss", "val_rmse"]
         if metric not in allowed:
             raise ValueError(f"earlyStoppingMetric: expected one of {allowed} for task {self.getTask()!r}, found {metric!r}")
 
@@ -222,6 +228,11 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
             checkpointDir=self.getCheckpointDir(),
             resume=self.getResume(),
             verbose=self.getVerbose(),
+            progressBar=bool(self.getVerbose()) and _interactive(),
+            initWeights=getattr(self, "_init_weights", None),
+            freeze=tuple(self.getFreeze()),
+            unfreezeAfterEpochs=self.getUnfreezeAfterEpochs(),
+            unfrozenLearningRate=self.getUnfrozenLearningRate(),
             testHooks=dict(self._test_hooks),
         )
 
@@ -239,13 +250,41 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
 
             check_kwargs(architecture, self._architecture_params())
         # Building the network once here surfaces its own argument errors before any job.
-        _build_network(self._spec(None, shape, output_size).__dict__, None)
+        network = _build_network(self._spec(None, shape, output_size).__dict__, None)
+        self._check_transfer(network)
         return summary, shape, output_size, num_proc
+
+    def _check_transfer(self, network) -> None:
+        """Check ``freeze`` against the network; read and match the ``initFrom`` weights."""
+        from sparkdl.training.transfer import is_frozen, match_weights
+
+        names = [name for name, _ in network.named_parameters()]
+        for prefix in self.getFreeze():
+            if not any(is_frozen(name, [prefix]) for name in names):
+                raise ValueError(f"freeze: prefix {prefix!r} matches no parameter; the network's parameters are {names}")
+        self._init_weights, self._init_report = None, None
+        paths = self.getInitFrom()
+        if paths is None:
+            return
+        sources = [_saved_weights(path) for path in ([paths] if isinstance(paths, str) else paths)]
+        target = {name: tuple(tensor.shape) for name, tensor in network.state_dict().items()}
+        weights, report = match_weights(target, sources, self.getInitFromMatch(), self.getInitFromPrefixes())
+        if not weights:
+            raise ValueError(
+                f"initFrom: no saved tensor fits the network ({len(report['skipped'])} tried with "
+                f"initFromMatch={self.getInitFromMatch()!r}); try initFromMatch='order' or initFromPrefixes"
+            )
+        self._init_weights, self._init_report = weights, report
 
     def _train(self, data, shape, output_size, num_proc) -> "TorchModel":
         spec = self._spec(data, shape, output_size)
         result = get_backend(self.getBackend(), num_proc, self.getVerbose()).run(spec)
         model = (self._model_class or TorchModel)._from_training(spec, result)
+        model.initReport = self._init_report
+        if self._init_report and self.getVerbose():
+            from sparkdl.training.transfer import format_report
+
+            print(format_report(self._init_report), flush=True)
         self._copyValues(model)
         return model
 
@@ -362,12 +401,13 @@ class NamedTorchEstimator(TorchEstimator):
     _architecture_name = "mlp"
     _task = "classification"
     _architecture_param_names: tuple[str, ...] = ()
+    _defaults: dict[str, Any] = {}  # shared Params whose default differs here, e.g. {"labelCol": "target"}
 
     @keyword_only
     def __init__(self, **kwargs: Any) -> None:
         kwargs = self._input_kwargs  # read before super().__init__ can replace it
         super().__init__()
-        self._setDefault(architecture=self._architecture_name, task=self._task)
+        self._setDefault(architecture=self._architecture_name, task=self._task, **self._defaults)
         self._set(**kwargs)
 
     def _architecture_params(self) -> dict[str, Any]:
@@ -375,6 +415,28 @@ class NamedTorchEstimator(TorchEstimator):
         for name in self._architecture_param_names:
             params.setdefault(name, self.getOrDefault(name))
         return params
+
+
+def _interactive() -> bool:
+    import sys
+
+    return hasattr(sys.stdout, "isatty") and sys.stdout.isatty()
+
+
+def _saved_weights(path: str) -> dict:
+    """The weights of a fitted sparkdl model saved at ``path``, in the network's definition order."""
+    from sparkdl.estimators.persistence import read_metadata
+
+    try:
+        metadata = read_metadata(path)
+        if "weightsSha256" not in metadata["sparkdl"]:
+            kind = metadata["class"].rpartition(".")[2]
+            raise ValueError(f"path {path!r} holds a {kind} without weights; expected a fitted model")
+        # the rebuilt network gives the definition order that matching by order needs
+        network = TorchModel.load(path).network()
+    except ValueError as err:
+        raise ValueError(f"initFrom: {err}") from None
+    return {name: tensor.numpy() for name, tensor in network.state_dict().items()}
 
 
 def _pickle_factory(factory) -> bytes:

@@ -4,7 +4,9 @@ The features arrive as one Arrow list column; its flat value buffer is
 reshaped straight into a numpy array (no per-row Python objects), pushed
 through the network in chunks of ``inferenceBatchSize`` under
 ``torch.inference_mode``, and the outputs are appended as Arrow columns.
-MLlib vectors are produced directly in their Arrow layout.
+MLlib vectors are produced directly in their Arrow layout. A row of another
+length than the fitted input, or a NaN or infinite value, fails the task
+with an error naming the column (null rows give null outputs).
 
 The network is built once per Python worker: a small cache keyed by the
 model's uid and weights token keeps it across batches, tasks and jobs.
@@ -18,6 +20,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 CACHE_SIZE = 4
 _cache: "OrderedDict[str, Any]" = OrderedDict()
@@ -76,11 +79,17 @@ def doubles(values: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
     return pa.array(values.astype(np.float64), mask=None if valid is None else ~valid)
 
 
-def features_matrix(column: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray | None]:
+class InputError(ValueError):
+    """Rows a fitted model cannot score: arrays of another length, NaN or infinite values."""
+
+
+def features_matrix(column: pa.Array, width: int, label: str = "features") -> tuple[np.ndarray, np.ndarray | None]:
     """An Arrow list or vector column as a float32 (rows, width) matrix and a validity mask.
 
     Rows that are null come back as zeros, flagged False in the mask (None
-    when every row is valid).
+    when every row is valid). A row of another length than ``width``, or a
+    NaN, infinite or null element, raises an ``InputError`` whose message
+    starts with ``label``.
     """
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
@@ -90,18 +99,41 @@ def features_matrix(column: pa.Array, width: int) -> tuple[np.ndarray, np.ndarra
         if valid is None and (kinds == 1).all():
             column = column.field("values")
         else:
-            return _vectors_to_matrix(column, width, valid), valid
+            return _finite(_vectors_to_matrix(column, width, valid, label), label), valid
+    _check_lengths(pc.list_value_length(column), width, label)
     if valid is not None:
         column = column.fill_null(pa.scalar([0.0] * width, column.type))
     flat = column.flatten().to_numpy(zero_copy_only=False)
-    return flat.astype(np.float32, copy=False).reshape(len(column), width), valid
+    return _finite(flat.astype(np.float32, copy=False).reshape(len(column), width), label), valid
 
 
-def _vectors_to_matrix(column: pa.StructArray, width: int, valid: np.ndarray | None) -> np.ndarray:
+def _check_lengths(lengths: pa.Array, width: int, label: str) -> None:
+    found = np.unique(lengths.fill_null(width).to_numpy(zero_copy_only=False))
+    wrong = found[found != width]
+    if len(wrong):
+        raise InputError(f"{label}: expected arrays of length {width} as in fit, found length {_lengths(wrong)}")
+
+
+def _lengths(values) -> str:
+    shown = ", ".join(str(int(v)) for v in sorted(values)[:5])
+    return shown + (", ..." if len(values) > 5 else "")
+
+
+def _finite(matrix: np.ndarray, label: str) -> np.ndarray:
+    bad = matrix.size - np.count_nonzero(np.isfinite(matrix))
+    if bad:
+        raise InputError(f"{label}: expected finite values, found {bad} NaN/infinite/null elements")
+    return matrix
+
+
+def _vectors_to_matrix(column: pa.StructArray, width: int, valid: np.ndarray | None, label: str) -> np.ndarray:
     matrix = np.zeros((len(column), width), np.float32)
     for i, row in enumerate(column.to_pylist()):
         if row is None:
             continue
+        size = len(row["values"]) if row["type"] == 1 else row["size"]
+        if size != width:
+            raise InputError(f"{label}: expected vectors of size {width} as in fit, found size {size}")
         if row["type"] == 1:
             matrix[i] = row["values"]
         else:
@@ -117,14 +149,17 @@ def predict_batches(
     batch_size: int,
     network: Callable[[np.ndarray], dict[str, np.ndarray]],
     outputs: list[tuple[str, str, Callable[[np.ndarray, np.ndarray | None], pa.Array]]],
+    label: str | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Append one Arrow column per ``outputs`` entry to every batch.
 
     ``network(x)`` maps a float32 (rows, width) chunk to named numpy
     outputs; each ``outputs`` entry is (output name, column name, encoder).
+    ``label`` names the input in errors (default: the column ``features``).
     """
+    label = label or f"column {features!r}"
     for batch in batches:
-        x, valid = features_matrix(batch.column(batch.schema.get_field_index(features)), width)
+        x, valid = features_matrix(batch.column(batch.schema.get_field_index(features)), width, label)
         starts = range(0, len(x), batch_size) if len(x) else [0]
         chunks = [network(x[i : i + batch_size]) for i in starts]
         columns, names = list(batch.columns), list(batch.schema.names)

@@ -23,9 +23,11 @@ from sparkdl.data.schema import check_features_type
 from sparkdl.estimators import inference
 from sparkdl.estimators.params import TorchParams, add_accessors
 from sparkdl.estimators.persistence import (
+    HISTORY,
     SavedWithoutPickle,
     load_factory,
     load_weights,
+    read_json_file,
     save_factory,
     save_weights,
     write_metadata,
@@ -52,6 +54,7 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
         self.rankDigests: list[str] = []
         self.rankEpochs: list[int] = []
         self.epochsRun: list[int] = []
+        self.initReport: dict[str, list[str]] | None = None  # what initFrom loaded, when it was set
         self._broadcast = None
 
     @classmethod
@@ -117,8 +120,7 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
         }
         model.weights = load_weights(path, info["weightsSha256"])
         model.bestEpoch = info.get("bestEpoch")
-        with open(os.path.join(path, "history.json")) as f:
-            model.history = json.load(f)
+        model.history = read_json_file(path, HISTORY)
         try:
             model.network()  # the weights must fit the stored architecture
         except (RuntimeError, ValueError, TypeError) as err:
@@ -164,6 +166,7 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
         width = math.prod(shape)
         batch_size, task = self.getInferenceBatchSize(), self.architectureSpec["task"]
         outputs = [(k, name, encode) for k, name, encode, _ in columns]
+        label = f"featuresCol column {self.getFeaturesCol()!r}"
 
         def run(batches):
             import torch
@@ -174,7 +177,7 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
             net = inference.cached_network(key, lambda: _build_network(*payload.value))
             return inference.predict_batches(
                 batches, features=features, width=width, batch_size=batch_size,
-                network=lambda x: _forward(net, x.reshape(-1, *shape), task), outputs=outputs,
+                network=lambda x: _forward(net, x.reshape(-1, *shape), task), outputs=outputs, label=label,
             )
 
         result = dataset.mapInArrow(run, schema)

@@ -18,7 +18,8 @@ from pyspark.ml.param.shared import (
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adadelta")
 BACKENDS = ("horovod", "torch_distributor", "local")
-TASKS = ("classification", "regression", "reconstruction", "next_step")
+TASKS = ("classification", "regression", "reconstruction", "next_step", "seq2seq")
+INIT_MATCH_MODES = ("name", "order")
 
 
 def _param(name: str, doc: str, converter) -> Param:
@@ -49,6 +50,17 @@ def _to_optional_float(value):
 
 def _to_optional_int(value):
     return None if value is None else TypeConverters.toInt(value)
+
+
+def _to_optional_paths(value):
+    """None, one path, or a list of paths."""
+    if value is None or isinstance(value, str):
+        return value
+    return TypeConverters.toListString(value)
+
+
+def _to_string_list(value):
+    return [] if value is None else TypeConverters.toListString(value)
 
 
 def _to_architecture(value):
@@ -87,6 +99,12 @@ class TorchParams(
     dataDir = _param("dataDir", "directory (path or file:// URL) for the materialised training data; sparkdl deletes only what it writes there (None: the Spark conf petastorm.spark.converter.parentCacheDirUrl, else a temporary directory)", _to_optional_string)
     resume = _param("resume", "continue from the last checkpoint in checkpointDir", TypeConverters.toBoolean)
     inferenceBatchSize = _param("inferenceBatchSize", "rows per forward pass in transform (> 0)", TypeConverters.toInt)
+    initFrom = _param("initFrom", "saved sparkdl model (path, or a list of paths) whose weights initialise the network wherever they fit; None: random initialisation", _to_optional_paths)
+    initFromMatch = _param("initFromMatch", "how saved tensors are paired with the network's: 'name' (same name and shape) or 'order' (definition order, each source continuing where the last stopped, up to its first shape mismatch)", TypeConverters.toString)
+    initFromPrefixes = _param("initFromPrefixes", "use only saved tensors whose names start with one of these, e.g. ['encoder.', 'code.'] for an autoencoder's encoder (empty: all)", _to_string_list)
+    freeze = _param("freeze", "parameter-name prefixes kept fixed during training, e.g. ['features.'] (empty: train everything)", _to_string_list)
+    unfreezeAfterEpochs = _param("unfreezeAfterEpochs", "train the frozen parameters too from this many epochs on (None: they stay frozen)", _to_optional_int)
+    unfrozenLearningRate = _param("unfrozenLearningRate", "learning rate of the parameters once unfrozen (None: learningRate)", _to_optional_float)
     verbose = _param("verbose", "0: quiet, 1: one line per epoch, 2: also the backend's own logs", TypeConverters.toInt)
 
     def __init__(self, *args, **kwargs):
@@ -118,6 +136,12 @@ class TorchParams(
             inferenceBatchSize=1024,
             verbose=1,
             seed=0,
+            initFrom=None,
+            initFromMatch="name",
+            initFromPrefixes=[],
+            freeze=[],
+            unfreezeAfterEpochs=None,
+            unfrozenLearningRate=None,
         )
 
 

@@ -131,6 +131,8 @@ def write_metadata(path: str, instance, extra: dict[str, Any]) -> None:
 
 
 def read_metadata(path: str) -> dict[str, Any]:
+    if not os.path.exists(local_path(path)):
+        raise ValueError(f"path {path!r}: expected a saved sparkdl stage, found no such file or directory")
     file = os.path.join(local_path(path), "metadata", "part-00000")
     try:
         with open(file) as f:
@@ -142,6 +144,17 @@ def read_metadata(path: str) -> dict[str, Any]:
     if "sparkdl" not in metadata or "class" not in metadata:
         raise ValueError(f"path {path!r}: the metadata was not written by sparkdl")
     return metadata
+
+
+def read_json_file(path: str, name: str) -> Any:
+    """The JSON document ``name`` of a saved stage; a ValueError names the file when it is missing or corrupt."""
+    try:
+        with open(os.path.join(path, name)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"path {path!r}: expected {name} in the saved stage, found no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"path {path!r}: {name} is corrupted; expected JSON ({err})") from None
 
 
 def stage_class(metadata: dict[str, Any], path: str, base: type) -> type:
@@ -222,7 +235,10 @@ class StageReader(MLReader):
     def load(self, path: str):
         metadata = read_metadata(path)
         cls = stage_class(metadata, path, self.base)
-        return cls._load_from(local_path(path), metadata, self.allowPickle)
+        try:
+            return cls._load_from(local_path(path), metadata, self.allowPickle)
+        except KeyError as err:
+            raise ValueError(f"path {path!r}: metadata/part-00000 lacks the entry {err}; expected a complete sparkdl save") from None
 
 
 class SavedWithoutPickle(MLWritable, MLReadable):

@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sparkdl.data.schema import column_type
+from sparkdl.data.schema import column_type, is_numeric_array
 from sparkdl.estimators import inference
 from sparkdl.estimators.base import NamedTorchEstimator, TorchModel
 from sparkdl.estimators.params import _to_optional_int, _to_optional_string, add_accessors
@@ -57,6 +57,13 @@ class _WaveNetParams(Params):
                          skipChannels=64, mu=255, conditionCol=None, numConditions=None, logLikelihoodCol="logLikelihood")
 
 
+def _check_classes_type(dataset: DataFrame, column: str) -> None:
+    data_type = column_type(dataset, column, "featuresCol")
+    if not is_numeric_array(data_type):
+        found = "vector" if data_type.typeName() == "vector" else data_type.simpleString()
+        raise TypeError(f"featuresCol: column {column!r} must be an array of mu-law classes (array<int>); found {found}")
+
+
 class _ConditionedInput:
     """Both estimator and model feed ``[classes..., condition id]`` when conditioned."""
 
@@ -74,6 +81,29 @@ class WaveNetModel(_ConditionedInput, TorchModel, _WaveNetParams):
     >>> samples = model.generate(16000, mode="temperature", temperature=0.8, seed=1)
     >>> write_wav(samples, "generated.wav", 16000)
     """
+
+    def _network_input(self, dataset: DataFrame) -> tuple[DataFrame, str]:
+        """The network's input, failing the job on a window the model cannot score (checked in the JVM)."""
+        name, condition, mu = self.getFeaturesCol(), self.getConditionCol(), self.getMu()
+        _check_classes_type(dataset, name)
+        frame, column = super()._network_input(dataset)
+        steps = self.architectureSpec["inputShape"][0] - (0 if condition is None else 1)
+        where = f"WaveNetModel: featuresCol column {name!r}"
+        window = F.col(name)
+        outside = F.exists(window, lambda x: x.isNull() | (x < 0) | (x > mu) | (x != F.floor(x)))
+        checked = (
+            F.when(window.isNull(), F.col(column))
+            .when(F.size(window) != steps, F.raise_error(F.concat(
+                F.lit(f"{where}: expected windows of {steps} classes as in fit, found "), F.size(window).cast("string"))))
+            .when(outside, F.raise_error(F.lit(f"{where}: expected integer mu-law classes in 0..{mu}, found a value outside")))
+        )
+        if condition is not None:
+            limit = self.architectureSpec["architectureParams"].get("numConditions", 1)
+            ids = F.col(condition)
+            checked = checked.when(ids.isNull() | (ids < 0) | (ids >= limit), F.raise_error(F.concat(
+                F.lit(f"WaveNetModel: conditionCol column {condition!r}: expected ids in 0..{limit - 1}, found "),
+                F.coalesce(ids.cast("string"), F.lit("null")))))
+        return frame.withColumn(column, checked.otherwise(F.col(column))), column
 
     def _output_columns(self):
         columns = [
@@ -134,6 +164,7 @@ class WaveNet(_ConditionedInput, NamedTorchEstimator, _WaveNetParams):
             raise ValueError(f"numConditions: expected a value >= 1 or None, found {self.getNumConditions()}")
 
     def _summarize(self, dataset: DataFrame):
+        _check_classes_type(dataset, self.getFeaturesCol())
         condition = self.getConditionCol()
         if condition is not None:
             data_type = column_type(dataset, condition, "conditionCol")
@@ -141,11 +172,20 @@ class WaveNet(_ConditionedInput, NamedTorchEstimator, _WaveNetParams):
                 raise TypeError(f"conditionCol: column {condition!r} must be an integer column; found {data_type.simpleString()}")
         summary = super()._summarize(dataset)
         column = F.col(self.getFeaturesCol())
-        bounds = [F.min(F.array_min(column)).alias("low"), F.max(F.array_max(column)).alias("high")]
+        bounds = [
+            F.min(F.array_min(column)).alias("low"),
+            F.max(F.array_max(column)).alias("high"),
+            F.sum(F.size(F.filter(column, lambda x: x != F.floor(x)))).alias("fractional"),
+        ]
         if condition is not None:
             bounds += [F.min(condition).alias("clow"), F.max(condition).alias("chigh")]
         row = dataset.agg(*bounds).first()
         mu = self.getMu()
+        if row["fractional"]:
+            raise ValueError(
+                f"featuresCol column {self.getFeaturesCol()!r}: expected integer mu-law classes, "
+                f"found {row['fractional']} non-integral values"
+            )
         if row["low"] < 0 or row["high"] > mu:
             raise ValueError(
                 f"featuresCol column {self.getFeaturesCol()!r}: expected mu-law classes in 0..{mu}, "
@@ -165,6 +205,9 @@ class WaveNet(_ConditionedInput, NamedTorchEstimator, _WaveNetParams):
         steps = summary.lengths[self.getFeaturesCol()]
         if steps < 2:
             raise ValueError(f"featuresCol column {self.getFeaturesCol()!r}: expected windows of at least 2 classes, found {steps}")
+        shape = self.getInputShape()
+        if shape is not None and list(shape) != [steps]:
+            raise ValueError(f"inputShape: WaveNet reads it from the windows; expected None or [{steps}], found {shape}")
         extra = 1 if self.getConditionCol() is not None else 0
         return (steps + extra,), self.getMu() + 1
 

@@ -6,12 +6,13 @@ chosen hidden layers (last, second-to-last, sum or concatenation of the last
 four, sum of all, embedding output, or explicit indices), pooled per text
 ([CLS] or mean over real tokens) or kept per token.
 
-The model is checked on the driver (config and tokenizer, no weights) before
-any Spark job. On the executors it runs in ``mapInArrow``: the tokenizer and
-model are loaded once per Python worker (``inference.cached_network``), each
-Arrow batch is tokenized once, sorted by length and cut into ``batchSize``
-chunks padded to their longest text, and the features are written straight
-into Arrow columns (``array<float>`` or MLlib vectors).
+The model is checked on the driver (config, tokenizer and the weights file's
+header; no tensor is loaded) before any Spark job. On the executors it runs
+in ``mapInArrow``: the tokenizer and model are loaded once per Python worker
+(``inference.cached_network``), each Arrow batch is tokenized once, sorted
+by length and cut into ``batchSize`` chunks padded to their longest text,
+and the features are written straight into Arrow columns (``array<float>``
+or MLlib vectors).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ OUTPUT_TYPES = ("array", "vector")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _EXPECTED_DIRECTORY = "a local directory with a BERT-like encoder (config.json, weights) and its tokenizer"
 _FLOAT = pa.float32()
+# What ``from_pretrained`` loads, in its order of preference (sharded checkpoints by their index).
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 # -- driver side: what the model is and which layers to take -----------------------
@@ -63,8 +66,8 @@ class EncoderInfo:
 def inspect_encoder(path: str | None) -> EncoderInfo:
     """Check that ``path`` holds a BERT-like encoder and its tokenizer; read its sizes.
 
-    Reads config.json and the tokenizer only (no weights), so it is cheap
-    enough to run on the driver before every transform.
+    Reads config.json, the tokenizer and the header of the weights file (no
+    tensors), so it is cheap enough to run on the driver before every transform.
     """
     if not path:
         raise ValueError(f"modelPath: expected {_EXPECTED_DIRECTORY}, found {path!r}")
@@ -74,11 +77,27 @@ def inspect_encoder(path: str | None) -> EncoderInfo:
     config_file = os.path.join(full, "config.json")
     if not os.path.isfile(config_file):
         raise ValueError(f"modelPath: {full!r} has no config.json; expected {_EXPECTED_DIRECTORY}")
-    return _inspect_directory(full, os.stat(config_file).st_mtime_ns)
+    weights = [os.path.join(full, name) for name in WEIGHT_FILES if os.path.isfile(os.path.join(full, name))]
+    if not weights:
+        raise ValueError(f"modelPath: {full!r} has no weights (one of {list(WEIGHT_FILES)}); expected {_EXPECTED_DIRECTORY}")
+    # A rewritten config or weights file is inspected again.
+    version = tuple((os.stat(f).st_mtime_ns, os.stat(f).st_size) for f in (config_file, weights[0]))
+    return _inspect_directory(full, weights[0], version)
+
+
+def _check_safetensors(path: str) -> None:
+    """Read the header of a safetensors file (cheap: no tensor is loaded); a truncated file fails here."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="np") as f:
+            f.keys()
+    except Exception as error:  # safetensors raises its own error types
+        raise ValueError(f"modelPath: {path!r} is corrupted or truncated; expected a complete safetensors file ({error})") from None
 
 
 @functools.lru_cache(maxsize=16)
-def _inspect_directory(full: str, version: int) -> EncoderInfo:
+def _inspect_directory(full: str, weights: str, version: tuple) -> EncoderInfo:
     from transformers import AutoConfig, AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
@@ -104,6 +123,13 @@ def _inspect_directory(full: str, version: int) -> EncoderInfo:
         tokenizer = AutoTokenizer.from_pretrained(full, local_files_only=True)
     except Exception as error:
         raise ValueError(f"modelPath: cannot load a tokenizer from {full!r}: {error}") from error
+    if len(tokenizer) <= len(tokenizer.all_special_tokens):  # no vocabulary files: every word would be [UNK]
+        raise ValueError(
+            f"modelPath: {full!r} has no tokenizer vocabulary (e.g. vocab.txt or tokenizer.json); "
+            f"expected {_EXPECTED_DIRECTORY}"
+        )
+    if weights.endswith(".safetensors"):
+        _check_safetensors(weights)
     layers, hidden, positions = (int(v) for v in sizes)
     return EncoderInfo(full, layers, hidden, positions, tokenizer.num_special_tokens_to_add(pair=False))
 

@@ -1,7 +1,8 @@
 """The few collective operations the training loop needs, one class per runtime.
 
 The loop calls only these: ``rank``, ``size``, ``local_size``,
-``allreduce_sum``, ``broadcast_state``, ``wrap`` and ``step``. It never
+``allreduce_sum``, ``broadcast_state``, ``wrap``, ``set_trainable`` and
+``step``. It never
 imports Horovod or torch.distributed itself.
 """
 
@@ -31,6 +32,12 @@ class LocalCollective:
     def average_buffers(self, model: nn.Module) -> None:
         pass
 
+    def set_trainable(self, model: nn.Module, network: nn.Module, frozen: set[str]) -> nn.Module:
+        """Freeze the parameters named in ``frozen``, train all others; returns the network to call."""
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(name not in frozen)
+        return network
+
     def step(self, optimizer: torch.optim.Optimizer, model: nn.Module, clip_norm: float | None) -> None:
         if clip_norm:
             nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
@@ -52,8 +59,12 @@ class HorovodCollective(LocalCollective):
         return self.hvd.allreduce(tensor, op=self.hvd.Sum, name="sparkdl.metrics").numpy()
 
     def broadcast_state(self, model, optimizer) -> None:
-        self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        # Horovod creates a fresh optimizer's state with one zero-gradient step, which
+        # weight decay turns into a real update: the weights are put back after it.
+        weights = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
         self.hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+        model.load_state_dict(weights)
+        self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
 
     def wrap(self, model, optimizer):
         return model, self.hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
@@ -64,13 +75,15 @@ class HorovodCollective(LocalCollective):
                 buffer.copy_(self.hvd.allreduce(buffer, op=self.hvd.Average, name=f"sparkdl.buffer.{name}"))
 
     def step(self, optimizer, model, clip_norm) -> None:
+        optimizer.synchronize()
+        # Horovod allreduces a zero gradient for frozen parameters; dropping it keeps
+        # them bit-identical (weight decay would otherwise still move them).
+        for parameter in model.parameters():
+            if not parameter.requires_grad:
+                parameter.grad = None
         if clip_norm:
-            # The averaged gradients must be in place before their norm is taken.
-            optimizer.synchronize()
             nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
-            with optimizer.skip_synchronize():
-                optimizer.step()
-        else:
+        with optimizer.skip_synchronize():
             optimizer.step()
 
 
@@ -102,6 +115,13 @@ class TorchDistributedCollective(LocalCollective):
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(model), optimizer
+
+    def set_trainable(self, model, network, frozen):
+        # DDP reduces the gradients of the parameters that required one when it was built.
+        super().set_trainable(model, network, frozen)
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model)
 
     def average_buffers(self, model) -> None:
         for buffer in model.buffers():

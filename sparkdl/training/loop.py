@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from sparkdl.data.materialize import FEATURES, IS_VALIDATION, LABEL, read_shard
 from sparkdl.training.spec import TrainSpec
+from sparkdl.training.transfer import is_frozen
 
 CHECKPOINT_FILE = "checkpoint.pt"
 LOSSES = {
@@ -65,6 +66,7 @@ def build_network(spec: TrainSpec) -> nn.Module:
 
 
 def make_optimizer(spec: TrainSpec, params) -> torch.optim.Optimizer:
+    """The optimizer over ``params`` (tensors, or param groups; a group's own "lr" wins)."""
     lr, wd = spec.learningRate, spec.weightDecay
     if spec.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd)
@@ -81,7 +83,10 @@ def make_optimizer(spec: TrainSpec, params) -> torch.optim.Optimizer:
 
 def compute_loss(spec: TrainSpec, output: torch.Tensor, target: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
     """The task loss, plus the module's own penalty (``extra_loss``: a VAE's KL term, a sparsity term)."""
-    loss = _task_loss(spec, output, target)
+    if spec.task == "seq2seq":  # the module's cross entropy over real target tokens, padding ignored
+        loss = model.loss(output, target)
+    else:
+        loss = _task_loss(spec, output, target)
     if model is not None and hasattr(model, "extra_loss"):
         loss = loss + model.extra_loss()
     return loss
@@ -106,10 +111,13 @@ def _task_loss(spec: TrainSpec, output: torch.Tensor, target: torch.Tensor) -> t
     raise ValueError(f"lossFunction: unknown name {name!r}")
 
 
-def _batch_stats(spec: TrainSpec, output: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> np.ndarray:
+def _batch_stats(spec: TrainSpec, output: torch.Tensor, target: torch.Tensor, loss: torch.Tensor, model: nn.Module | None = None) -> np.ndarray:
     """Sums that add up across batches and ranks: [loss*n, n, correct | squared error]."""
     n = float(output.shape[0])
-    if spec.task in ("classification", "next_step"):  # per-step outputs count the fraction of steps right
+    if spec.task == "seq2seq":  # exact sequences: every real target token right under teacher forcing
+        right = (output.argmax(dim=-1) == target) | (target == model.padId)
+        extra = float(right.all(dim=1).sum())
+    elif spec.task in ("classification", "next_step"):  # per-step outputs count the fraction of steps right
         hits = (output.argmax(dim=-1) == target.reshape(output.shape[:-1])).float()
         extra = float(hits.reshape(len(hits), -1).mean(dim=1).sum())
     else:  # squared error, averaged over the outputs of each row
@@ -121,7 +129,7 @@ def _batch_stats(spec: TrainSpec, output: torch.Tensor, target: torch.Tensor, lo
 def _metrics(spec: TrainSpec, sums: np.ndarray, prefix: str) -> dict[str, float]:
     loss_sum, n, extra = (float(v) for v in sums)  # plain floats: checkpoints load with weights_only
     metrics = {f"{prefix}loss": loss_sum / n}
-    if spec.task in ("classification", "next_step"):
+    if spec.task in ("classification", "next_step", "seq2seq"):
         metrics[f"{prefix}accuracy"] = extra / n
     else:
         metrics[f"{prefix}rmse"] = math.sqrt(extra / n)
@@ -134,8 +142,17 @@ def _next_step(model: nn.Module, output: torch.Tensor, inputs: torch.Tensor) -> 
     return output[:, :-1], classes[:, 1:]
 
 
+def _scored(spec: TrainSpec, model: nn.Module, output: torch.Tensor, inputs: torch.Tensor, target: torch.Tensor):
+    """The (output, target) pair the loss and the metrics compare."""
+    if spec.task == "next_step":
+        return _next_step(model, output, inputs)
+    if spec.task == "seq2seq":  # inputs hold [source; target] (see sparkdl.nn.seq2seq)
+        return output, model.split(inputs)[1].round().long()
+    return output, target
+
+
 def _targets(spec: TrainSpec, shard: dict[str, np.ndarray]) -> np.ndarray:
-    if spec.task in ("reconstruction", "next_step"):
+    if spec.task in ("reconstruction", "next_step", "seq2seq"):
         return shard[FEATURES]
     if spec.task == "classification":
         return shard[LABEL].astype(np.int64)
@@ -194,7 +211,10 @@ def train(spec: TrainSpec, comm) -> TrainResult:
 
     torch.manual_seed(spec.seed)
     model = build_network(spec)
-    optimizer = make_optimizer(spec, model.parameters())
+    if spec.initWeights:
+        model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in spec.initWeights.items()}, strict=False)
+    frozen = {name for name, _ in model.named_parameters() if is_frozen(name, spec.freeze)}
+    optimizer = make_optimizer(spec, _param_groups(spec, model, frozen))
     history: list[dict[str, float]] = []
     start_epoch, best = 0, {"epoch": None, "metric": None, "state": None, "bad_epochs": 0}
     checkpoint = load_checkpoint(spec.checkpointDir) if (spec.resume and spec.checkpointDir) else None
@@ -207,26 +227,31 @@ def train(spec: TrainSpec, comm) -> TrainResult:
     network, optimizer = comm.wrap(model, optimizer)
     maximize = "accuracy" in spec.earlyStoppingMetric
     epochs_run: list[int] = []
+    frozen_now = False
 
     for epoch in range(start_epoch, spec.epochs):
         began = time.perf_counter()
+        if frozen and frozen_now != _frozen_at(spec, epoch):
+            frozen_now = _frozen_at(spec, epoch)
+            network = comm.set_trainable(model, network, {n for n in frozen if frozen_now})
         if spec.testHooks.get("fail_at_epoch") == epoch + 1 and comm.rank == spec.testHooks.get("fail_rank", comm.rank):
             raise RuntimeError(f"injected failure at epoch {epoch + 1} on rank {comm.rank}")
         torch.manual_seed(_epoch_seed(spec.seed, epoch, comm.rank))
         order = torch.randperm(len(x_train)).repeat(math.ceil(epoch_rows / max(1, len(x_train))))[:epoch_rows]
         network.train()
         sums = np.zeros(3)
+        bar = ProgressBar(epoch + 1, spec.epochs, steps) if spec.progressBar and spec.verbose and comm.rank == 0 else None
         for step in range(steps):
             index = order[step * spec.batchSize : (step + 1) * spec.batchSize]
             xb, yb = x_train[index], y_train[index]
-            output = network(xb)
-            if spec.task == "next_step":
-                output, yb = _next_step(model, output, xb)
+            output, yb = _scored(spec, model, network(xb), xb, yb)
             loss = compute_loss(spec, output, yb, model)
             optimizer.zero_grad()
             loss.backward()
             comm.step(optimizer, model, spec.gradientClipNorm)
-            sums += _batch_stats(spec, output.detach(), yb, loss.detach())
+            sums += _batch_stats(spec, output.detach(), yb, loss.detach(), model)
+            if bar is not None:
+                bar.update(step + 1, sums)
         comm.average_buffers(model)
         record = {"epoch": epoch + 1, **_metrics(spec, comm.allreduce_sum(sums), "")}
         if validating:
@@ -245,7 +270,7 @@ def train(spec: TrainSpec, comm) -> TrainResult:
                 stop = spec.earlyStoppingPatience is not None and best["bad_epochs"] >= spec.earlyStoppingPatience
         if comm.rank == 0:
             if spec.verbose:
-                print(_format_epoch(record, spec.epochs), flush=True)
+                print(("\r\x1b[K" if bar is not None else "") + _format_epoch(record, spec.epochs), flush=True)
             if spec.checkpointDir:
                 _save_checkpoint(
                     os.path.join(spec.checkpointDir, CHECKPOINT_FILE),
@@ -268,12 +293,45 @@ def evaluate(spec: TrainSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     model.eval()
     sums = np.zeros(3)
     for start in range(0, len(x), 4096):
-        output = model(x[start : start + 4096])
-        target = y[start : start + 4096]
-        if spec.task == "next_step":
-            output, target = _next_step(model, output, x[start : start + 4096])
-        sums += _batch_stats(spec, output, target, compute_loss(spec, output, target, model))
+        inputs = x[start : start + 4096]
+        output, target = _scored(spec, model, model(inputs), inputs, y[start : start + 4096])
+        sums += _batch_stats(spec, output, target, compute_loss(spec, output, target, model), model)
     return sums
+
+
+def _param_groups(spec: TrainSpec, model: nn.Module, frozen: set[str]) -> list[dict[str, Any]]:
+    """One optimizer group for the parameters trained from the start, one for the frozen ones.
+
+    Frozen parameters are in the optimizer from the start (Horovod hooks
+    every parameter when the optimizer is wrapped) but get no gradient, so
+    the optimizer leaves them bit-identical until they are unfrozen.
+    """
+    named = list(model.named_parameters())
+    groups = [{"params": [p for n, p in named if n not in frozen]}]
+    if frozen:
+        groups.append({"params": [p for n, p in named if n in frozen], "lr": spec.unfrozenLearningRate or spec.learningRate})
+    return [g for g in groups if g["params"]]
+
+
+def _frozen_at(spec: TrainSpec, epoch: int) -> bool:
+    """Whether the ``freeze`` parameters are fixed during ``epoch`` (0-based)."""
+    return spec.unfreezeAfterEpochs is None or epoch < spec.unfreezeAfterEpochs
+
+
+class ProgressBar:
+    """A one-line bar of the steps of an epoch with the running loss, redrawn at most 5 times a second."""
+
+    def __init__(self, epoch: int, epochs: int, steps: int, width: int = 30):
+        self.prefix, self.steps, self.width, self.drawn = f"epoch {epoch}/{epochs}", steps, width, 0.0
+
+    def update(self, step: int, sums: np.ndarray) -> None:
+        now = time.perf_counter()
+        if now - self.drawn < 0.2 and step < self.steps:
+            return
+        self.drawn = now
+        filled = self.width * step // self.steps
+        loss = sums[0] / max(sums[1], 1.0)
+        print(f"\r{self.prefix} [{'=' * filled}{' ' * (self.width - filled)}] {step}/{self.steps}  loss {loss:.4f}", end="", flush=True)
 
 
 def _format_epoch(record: dict[str, float], epochs: int) -> str:

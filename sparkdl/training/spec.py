@@ -15,7 +15,7 @@ class TrainSpec:
     architectureParams: dict[str, Any]
     inputShape: tuple[int, ...]
     outputSize: int
-    task: str = "classification"  # classification | regression | reconstruction
+    task: str = "classification"  # classification | regression | reconstruction | next_step | seq2seq
     lossFunction: str = "cross_entropy"
     optimizer: str = "adam"
     learningRate: float = 1e-3
@@ -31,5 +31,10 @@ class TrainSpec:
     checkpointDir: str | None = None
     resume: bool = False
     verbose: int = 1
+    progressBar: bool = False  # redraw a bar while an epoch runs (the driver's stdout is a terminal)
+    initWeights: dict[str, Any] | None = None  # name -> numpy array, loaded before the first step
+    freeze: tuple[str, ...] = ()  # parameter-name prefixes kept fixed
+    unfreezeAfterEpochs: int | None = None
+    unfrozenLearningRate: float | None = None
     threads: int | None = None  # torch threads per rank; None: the cores of this host / local ranks
     testHooks: dict[str, Any] = field(default_factory=dict)  # e.g. {"fail_at_epoch": 3}

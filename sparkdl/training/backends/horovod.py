@@ -5,19 +5,23 @@ import io
 import os
 import re
 import sys
+from typing import TYPE_CHECKING, Any
 
-from sparkdl.training.loop import TrainResult
+from sparkdl.training.backends.result import finish_rank, from_plain, to_plain
 from sparkdl.training.spec import TrainSpec
+
+if TYPE_CHECKING:
+    from sparkdl.training.loop import TrainResult
 
 START_TIMEOUT_S = 120
 COLLECTIVE_TIMEOUT_S = 300
 
 
-def _rank_main(spec: TrainSpec) -> TrainResult:
+def _rank_main(spec: TrainSpec) -> dict[str, Any]:
     from sparkdl.training.collective import HorovodCollective
     from sparkdl.training.loop import train
 
-    return train(spec, HorovodCollective())
+    return finish_rank(to_plain(train(spec, HorovodCollective())))
 
 
 class HorovodBackend:
@@ -33,7 +37,7 @@ class HorovodBackend:
         self.numProc = numProc
         self.verbose = verbose
 
-    def run(self, spec: TrainSpec) -> TrainResult:
+    def run(self, spec: TrainSpec) -> "TrainResult":
         import horovod.spark
 
         env = dict(os.environ)
@@ -53,7 +57,7 @@ class HorovodBackend:
             )
         except Exception as err:
             raise RuntimeError(f"training failed on Horovod rank(s): {errors.last_error() or err}") from err
-        return next(r for r in results if r.rank == 0)
+        return from_plain(next(r for r in results if r["rank"] == 0))
 
 
 class _TailedStream(io.TextIOBase):

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
-from sparkdl.training.collective import LocalCollective
-from sparkdl.training.loop import TrainResult, train
+from typing import TYPE_CHECKING
+
 from sparkdl.training.spec import TrainSpec
+
+if TYPE_CHECKING:
+    from sparkdl.training.loop import TrainResult
 
 
 class LocalBackend:
@@ -13,5 +16,8 @@ class LocalBackend:
     def __init__(self, numProc: int = 1, verbose: int = 1):
         self.numProc = 1
 
-    def run(self, spec: TrainSpec) -> TrainResult:
+    def run(self, spec: TrainSpec) -> "TrainResult":
+        from sparkdl.training.collective import LocalCollective
+        from sparkdl.training.loop import train
+
         return train(spec, LocalCollective())

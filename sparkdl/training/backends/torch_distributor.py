@@ -1,16 +1,21 @@
 from __future__ import annotations
 
-from sparkdl.training.loop import TrainResult
+from typing import TYPE_CHECKING, Any
+
+from sparkdl.training.backends.result import finish_rank, from_plain, to_plain
 from sparkdl.training.spec import TrainSpec
 
+if TYPE_CHECKING:
+    from sparkdl.training.loop import TrainResult
 
-def _rank_main(spec: TrainSpec) -> TrainResult:
+
+def _rank_main(spec: TrainSpec) -> dict[str, Any]:
     from sparkdl.training.collective import TorchDistributedCollective
     from sparkdl.training.loop import train
 
     comm = TorchDistributedCollective()
     try:
-        return train(spec, comm)
+        return finish_rank(to_plain(train(spec, comm)))
     finally:
         comm.close()
 
@@ -23,9 +28,9 @@ class TorchDistributorBackend:
     def __init__(self, numProc: int = 2, verbose: int = 1):
         self.numProc = numProc
 
-    def run(self, spec: TrainSpec) -> TrainResult:
+    def run(self, spec: TrainSpec) -> "TrainResult":
         import torch
         from pyspark.ml.torch.distributor import TorchDistributor
 
         distributor = TorchDistributor(num_processes=self.numProc, local_mode=False, use_gpu=torch.cuda.is_available())
-        return distributor.run(_rank_main, spec)
+        return from_plain(distributor.run(_rank_main, spec))

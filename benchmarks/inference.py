@@ -1,0 +1,219 @@
+"""``TorchModel.transform`` throughput against plain torch, ``predict_batch_udf``, a row-at-a-time UDF and Spark's own ceiling.
+
+For each network (cheap MLP 64-256-256-10, big MLP 64-1024-1024-1024-10,
+LeNet on 1x28x28), with the same random weights everywhere:
+
+* plain torch: the network over the same rows as one numpy array, batches of
+  1024, 2 torch threads, ``inference_mode`` (and, as a reference that a busy
+  machine disturbs less, 1 thread: twice its rate is what 2 cores reach
+  with perfect scaling);
+* sparkdl: ``TorchModel.transform`` writing 10 outputs per row as
+  array<float> (``task="regression"``, so the output is the very column
+  ``predict_batch_udf`` writes); the classifier's three MLlib columns are
+  reported too (full sizes only);
+* ``pyspark.ml.functions.predict_batch_udf``: the same network, batch 1024,
+  array<float> output, one torch thread per task like sparkdl;
+* a row-at-a-time pandas UDF (one forward pass per row) on a slice of the
+  rows, to show what batching buys;
+* the ceilings: Spark scanning the cached column with no Python at all, and
+  Spark converting the rows to Arrow and handing them to Python that does
+  nothing (``mapInArrow`` returning one count per batch). For cheap networks
+  the second is the most any Python inference path can reach.
+
+Spark runs on local[2] over a cached 2-partition DataFrame and writes to the
+``noop`` sink. Paths run in turn ``--repeats`` times after one warm-up each;
+each keeps its best run.
+
+    .venv/bin/python benchmarks/inference.py [--quick]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import BIG, CHEAP, CORES, LENET, FrameFiles, Results, alternate, arguments, at_least, plain_network, spark_session  # noqa: E402
+
+BATCH = 1024
+
+
+def random_weights(spec: dict) -> dict[str, np.ndarray]:
+    import torch
+
+    torch.manual_seed(0)
+    return {k: v.numpy() for k, v in plain_network(spec).state_dict().items()}
+
+
+def torch_model(spec: dict, weights: dict[str, np.ndarray], task: str):
+    """A fitted ``TorchModel`` holding ``weights`` (no training needed to time inference)."""
+    from sparkdl.estimators import TorchModel
+
+    model = TorchModel()
+    model.weights = weights
+    model.architectureSpec = {"architecture": spec["architecture"], "architectureParams": spec["architectureParams"],
+                              "inputShape": list(spec["inputShape"]), "outputSize": 10, "task": task}
+    return model.setInferenceBatchSize(BATCH)
+
+
+def plain_torch(spec: dict, weights: dict[str, np.ndarray], x: np.ndarray, threads: int = CORES):
+    import torch
+
+    net = plain_network(spec)
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    net.eval()
+    shaped = x.reshape(len(x), *spec["inputShape"])
+
+    def run() -> None:
+        torch.set_num_threads(threads)
+        with torch.inference_mode():
+            for i in range(0, len(shaped), BATCH):
+                net(torch.from_numpy(shaped[i : i + BATCH])).numpy()
+
+    return run
+
+
+def _worker_network(spec: dict, weights: dict[str, np.ndarray]):
+    import torch
+
+    from sparkdl.nn import build
+
+    net = build(spec["architecture"], inputShape=spec["inputShape"], outputSize=10, **spec["architectureParams"])
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    return net.eval()
+
+
+def predict_batch(spec: dict, weights: dict[str, np.ndarray]):
+    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql import types as T
+
+    shape = list(spec["inputShape"])
+    width = int(np.prod(shape))
+
+    def make_predict_fn():
+        import torch
+
+        torch.set_num_threads(1)
+        net = _worker_network(spec, weights)
+
+        def predict(inputs: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return net(torch.from_numpy(inputs.astype(np.float32, copy=False).reshape(-1, *shape))).numpy()
+
+        return predict
+
+    return predict_batch_udf(make_predict_fn, return_type=T.ArrayType(T.FloatType()), batch_size=BATCH,
+                             input_tensor_shapes=[[width]])
+
+
+def row_at_a_time(spec: dict, weights: dict[str, np.ndarray]):
+    import pandas as pd
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    shape = list(spec["inputShape"])
+    cache: dict = {}
+
+    def per_row(features):
+        import torch
+
+        torch.set_num_threads(1)
+        if "net" not in cache:
+            cache["net"] = _worker_network(spec, weights)
+        net = cache["net"]
+        with torch.inference_mode():
+            return features.apply(lambda v: net(torch.tensor(v, dtype=torch.float32).reshape(1, *shape))[0].numpy())
+
+    per_row.__annotations__ = {"features": pd.Series, "return": pd.Series}  # real types: this module's are strings
+    return F.pandas_udf(per_row, T.ArrayType(T.FloatType()))
+
+
+def arrow_handoff(batches):
+    """Python's side of the ceiling: take each Arrow batch, give back its row count."""
+    import pyarrow as pa
+
+    for batch in batches:
+        yield pa.RecordBatch.from_arrays([pa.array([batch.num_rows], pa.int64())], names=["n"])
+
+
+def noop(df) -> None:
+    df.write.format("noop").mode("overwrite").save()
+
+
+def main() -> dict:
+    args = arguments(__doc__.splitlines()[0], repeats=(int, 0, "timed runs of each path (default 2 quick, 3 full)"),
+                     scale=(float, 1.0, "multiply every size (to try the script out)"))
+    quick = args.quick
+    repeats = args.repeats or (2 if quick else 3)
+    sizes = {"cheap": 50_000 if quick else 200_000, "big": 10_000 if quick else 100_000, "lenet": 3_000 if quick else 20_000}
+    sizes = {k: max(1000, int(v * args.scale)) for k, v in sizes.items()}
+    per_row_rows = {k: max(200, v // 20) for k, v in sizes.items()}
+    results = Results("inference", quick, rows=sizes, row_at_a_time_rows=per_row_rows, batch=BATCH, repeats=repeats,
+                      spark=f"local[{CORES}], 2 partitions, 1 torch thread per task", plain_threads=CORES)
+    spark = spark_session("sparkdl-bench-inference")
+    files = FrameFiles()
+    try:
+        for key, spec, targets in (("cheap", CHEAP, (None, 1.5)), ("big", BIG, (0.8, 1.0)), ("lenet", LENET, (0.8, 1.0))):
+            rows = sizes[key]
+            width = int(np.prod(spec["inputShape"]))
+            x = np.random.default_rng(1).standard_normal((rows, width), dtype=np.float32)
+            df = files.frame(spark, x)
+            weights = random_weights(spec)
+            regression, classifier = torch_model(spec, weights, "regression"), torch_model(spec, weights, "classification")
+            udf = predict_batch(spec, weights)
+            paths = {
+                "plain torch": plain_torch(spec, weights, x),
+                "plain torch, 1 thread": plain_torch(spec, weights, x, threads=1),
+                "sparkdl transform": lambda: noop(regression.transform(df)),
+                "predict_batch_udf": lambda: noop(df.select(udf("features").alias("prediction"))),
+                "Arrow hand-off ceiling": lambda: noop(df.mapInArrow(arrow_handoff, "n long")),
+                "Spark scan ceiling": lambda: noop(df.select("features")),
+            }
+            if not quick:
+                paths["sparkdl transform, classifier columns"] = lambda: noop(classifier.transform(df))
+            for run in paths.values():  # warm-up: Python workers, networks built and cached
+                run()
+            seconds = alternate(paths, repeats)
+            best = {name: min(s) for name, s in seconds.items()}
+            rate = {name: rows / s for name, s in best.items()}
+            subset = df.limit(per_row_rows[key]).cache()
+            subset.count()
+            per_row = row_at_a_time(spec, weights)
+            noop(subset.select(per_row("features")))  # warm-up
+            started = time.perf_counter()
+            noop(subset.select(per_row("features")))
+            rate["row-at-a-time pandas UDF"] = per_row_rows[key] / (time.perf_counter() - started)
+            subset.unpersist()
+            df.unpersist()
+            ceilings = {"spark_scan_rows_per_s": rate["Spark scan ceiling"], "arrow_handoff_rows_per_s": rate["Arrow hand-off ceiling"]}
+            ours = rate["sparkdl transform"]
+            label = spec["label"]
+            plain_target, udf_target = targets
+            results.add(f"inference {label}: transform / plain torch", ours / rate["plain torch"], "x",
+                        target=f">= {plain_target}x" if plain_target else None,
+                        met=at_least(ours / rate["plain torch"], plain_target) if plain_target else None,
+                        transform_rows_per_s=ours, plain_rows_per_s=rate["plain torch"],
+                        plain_one_thread_rows_per_s=rate["plain torch, 1 thread"],
+                        transform_over_twice_one_thread=ours / (CORES * rate["plain torch, 1 thread"]), **ceilings)
+            results.add(f"inference {label}: transform / predict_batch_udf", ours / rate["predict_batch_udf"], "x",
+                        target=f">= {udf_target}x", met=at_least(ours / rate["predict_batch_udf"], udf_target),
+                        transform_rows_per_s=ours, predict_batch_udf_rows_per_s=rate["predict_batch_udf"], **ceilings)
+            results.add(f"inference {label}: transform / row-at-a-time UDF", ours / rate["row-at-a-time pandas UDF"], "x",
+                        transform_rows_per_s=ours, row_at_a_time_rows_per_s=rate["row-at-a-time pandas UDF"], **ceilings)
+            results.add(f"inference {label}: transform / Arrow hand-off ceiling", ours / rate["Arrow hand-off ceiling"], "x",
+                        transform_rows_per_s=ours, **ceilings)
+            results.add(f"inference {label}: transform rows/s", ours, "rows/s",
+                        classifier_columns_rows_per_s=rate.get("sparkdl transform, classifier columns"), **ceilings)
+            results.extra.setdefault("rows_per_s", {})[key] = rate
+            results.extra.setdefault("runs_seconds", {})[key] = seconds
+    finally:
+        files.close()
+        spark.stop()
+    return results.finish(args.out)
+
+
+if __name__ == "__main__":
+    main()
