@@ -66,9 +66,10 @@ def main(spark: SparkSession, conf: dict[str, Any]) -> dict[str, Any]:
         "train_rows": data["trainRows"],
         "test_rows": data["testRows"],
     }
+    beam_key = f"exact_beam{conf['beamWidth']}"
     print(f"{data['task']}: exact-sequence accuracy on {data['testRows']} held-out rows: "
           f"{metrics['attention']} attention {metrics['exact_greedy']:.3f} greedy, "
-          f"{metrics[f'exact_beam{conf['beamWidth']}']:.3f} beam {conf['beamWidth']}; "
+          f"{metrics[beam_key]:.3f} beam {conf['beamWidth']}; "
           f"no attention {metrics['exact_greedy_no_attention']:.3f}")
     if conf["output"]:
         model.write().overwrite().save(os.path.join(conf["output"], "model"))

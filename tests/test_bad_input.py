@@ -910,12 +910,8 @@ def test_a_config_file_that_does_not_exist_is_named(tmp_path):
         load_conf(CONF_DEFAULTS, str(tmp_path / "missing.yaml"))
 
 
-# -- inputs without a clear check yet ----------------------------------------------------------
-# Each of these should be refused before training like the cases above, but today it reaches
-# training (or, for the empty inputShape, gets a confusing message). The checks belong in
-# TorchEstimator._validate_params and _shapes (Params) and in the Transformer estimators'
-# _summarize (token ids). Strict: once a check is added the case passes and its marker must go.
-AWAITING_CHECKS = {
+# -- non-finite Params, inconsistent class weights, token ids beyond the vocabulary ----------------
+MORE_PARAM_CHECKS = {
     "NaN learningRate": ("MLPClassifier", dict(learningRate=float("nan")), None, r"learningRate: expected a (finite )?value > 0, found nan"),
     "infinite learningRate": ("MLPClassifier", dict(learningRate=float("inf")), None, r"learningRate: expected a finite value > 0, found inf"),
     "NaN weightDecay": ("MLPClassifier", dict(weightDecay=float("nan")), None, r"weightDecay: expected a (finite )?value >= 0, found nan"),
@@ -933,9 +929,9 @@ AWAITING_CHECKS = {
 }
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason="no clear check before training yet")) for c in AWAITING_CHECKS])
-def test_inputs_without_a_clear_check_yet(frames, case):
-    name, params, build, message = AWAITING_CHECKS[case]
+@pytest.mark.parametrize("case", list(MORE_PARAM_CHECKS))
+def test_non_finite_and_inconsistent_params_are_refused(frames, case):
+    name, params, build, message = MORE_PARAM_CHECKS[case]
     make, _ = ESTIMATORS[name]
     good = _good(frames, name)
     if "vocabSize" in params:  # ids 0..3 in every window

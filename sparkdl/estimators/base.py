@@ -9,6 +9,7 @@ on the chosen backend and returns a ``TorchModel``. The model's
 from __future__ import annotations
 
 import math
+import os
 import threading
 from typing import Any
 
@@ -80,8 +81,10 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
     def _validate_params(self) -> None:
         def positive(name: str) -> None:
             value = self.getOrDefault(name)
-            if value is None or value <= 0:
+            if value is None or not value > 0:  # also refuses NaN
                 raise ValueError(f"{name}: expected a value > 0, found {value!r}")
+            if value == math.inf:
+                raise ValueError(f"{name}: expected a finite value > 0, found {value!r}")
 
         for name in ("epochs", "batchSize", "learningRate", "inferenceBatchSize"):
             positive(name)
@@ -103,12 +106,21 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
         if not 0.0 <= self.getDropout() < 1.0:
             raise ValueError(f"dropout: expected a value in [0, 1), found {self.getDropout()}")
         for name in ("weightDecay", "momentum"):
-            if self.getOrDefault(name) < 0:
+            if not 0 <= self.getOrDefault(name) < math.inf:
                 raise ValueError(f"{name}: expected a value >= 0, found {self.getOrDefault(name)}")
         for name in ("gradientClipNorm", "earlyStoppingPatience", "numProc"):
             value = self.getOrDefault(name)
-            if value is not None and value <= 0:
+            if value is not None and not 0 < value < math.inf:
                 raise ValueError(f"{name}: expected a value > 0 or None, found {value!r}")
+        weights = self.getClassWeights()
+        if weights is not None:
+            if self.getTask() != "classification":
+                raise ValueError(f"classWeights: only classification uses them; expected None for task {self.getTask()!r}, found {weights}")
+            if len(weights) < 2 or not all(0 <= w < math.inf for w in weights) or not sum(weights) > 0:
+                raise ValueError(f"classWeights: expected at least 2 finite weights >= 0 with a positive sum, found {weights}")
+        directory = self.getCheckpointDir()
+        if directory is not None and os.path.isfile(directory):
+            raise ValueError(f"checkpointDir: expected a directory, found the file {directory!r}")
         unfreeze = self.getUnfreezeAfterEpochs()
         if unfreeze is not None and (unfreeze <= 0 or not self.getFreeze()):
             raise ValueError(f"unfreezeAfterEpochs: expected a value > 0 and a non-empty freeze, found {unfreeze!r} with freeze={self.getFreeze()}")
@@ -165,7 +177,7 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
         width = summary.lengths[features]
         shape = self.getInputShape()
         if shape is not None:
-            if any(d <= 0 for d in shape):
+            if not shape or any(d <= 0 for d in shape):
                 raise ValueError(f"inputShape: expected positive dimensions, found {shape}")
             if math.prod(shape) != width:
                 raise ValueError(

@@ -8,6 +8,7 @@ Features are either float sequences flattened time-major (``inputShape=
 from __future__ import annotations
 
 from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.sql import functions as F
 
 from sparkdl.estimators.base import NamedTorchEstimator, TorchModel
 from sparkdl.estimators.params import add_accessors
@@ -33,6 +34,24 @@ class _TransformerParams(Params):
 
 class _TransformerEstimator(NamedTorchEstimator, _TransformerParams):
     _architecture_name, _architecture_param_names = "transformer", TRANSFORMER_ARGUMENTS
+
+    def _summarize(self, dataset):
+        summary = super()._summarize(dataset)
+        vocab = self.getVocabSize()
+        if vocab > 0:
+            column = F.col(self.getFeaturesCol())
+            row = dataset.agg(
+                F.min(F.array_min(column)).alias("low"), F.max(F.array_max(column)).alias("high"),
+                F.sum(F.size(F.filter(column, lambda x: x != F.floor(x)))).alias("fractional"),
+            ).first()
+            if row["fractional"]:
+                raise ValueError(f"featuresCol column {self.getFeaturesCol()!r}: expected integer token ids, found {row['fractional']} non-integral values")
+            if row["low"] < 0 or row["high"] >= vocab:
+                raise ValueError(
+                    f"featuresCol column {self.getFeaturesCol()!r}: expected token ids in 0..{vocab - 1} "
+                    f"(vocabSize {vocab}), found values from {row['low']:g} to {row['high']:g}"
+                )
+        return summary
 
     def _architecture_params(self):
         # the estimator's dropout Param (default 0.0) is what the network gets

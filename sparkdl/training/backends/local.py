@@ -17,7 +17,16 @@ class LocalBackend:
         self.numProc = 1
 
     def run(self, spec: TrainSpec) -> "TrainResult":
+        import dataclasses
+
+        import torch
+
         from sparkdl.training.collective import LocalCollective
         from sparkdl.training.loop import train
 
-        return train(spec, LocalCollective())
+        # Training runs in the caller's process: use its torch thread count and leave it as it was.
+        threads = torch.get_num_threads()
+        try:
+            return train(dataclasses.replace(spec, threads=spec.threads or threads), LocalCollective())
+        finally:
+            torch.set_num_threads(threads)
