@@ -144,11 +144,12 @@ def noop(df) -> None:
 
 
 def main() -> dict:
-    args = arguments(__doc__.splitlines()[0], repeats=(int, 0, "timed runs of each path (default 2 quick, 3 full)"),
+    args = arguments(__doc__.splitlines()[0], repeats=(int, 3, "timed runs of each path"),
                      scale=(float, 1.0, "multiply every size (to try the script out)"))
     quick = args.quick
-    repeats = args.repeats or (2 if quick else 3)
-    sizes = {"cheap": 50_000 if quick else 200_000, "big": 10_000 if quick else 100_000, "lenet": 3_000 if quick else 20_000}
+    repeats = args.repeats
+    # Quick sizes still give each path runs of about a second: shorter ones are mostly Spark's job overhead and noise.
+    sizes = {"cheap": 100_000 if quick else 200_000, "big": 50_000 if quick else 100_000, "lenet": 6_000 if quick else 20_000}
     sizes = {k: max(1000, int(v * args.scale)) for k, v in sizes.items()}
     per_row_rows = {k: max(200, v // 20) for k, v in sizes.items()}
     results = Results("inference", quick, rows=sizes, row_at_a_time_rows=per_row_rows, batch=BATCH, repeats=repeats,

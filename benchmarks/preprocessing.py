@@ -14,7 +14,10 @@ local[2]:
 Spark runs 2 tasks on 2 cores and numpy one thread, so the figure is Spark's
 samples/s divided by 2 over numpy's. Runs alternate; each keeps its best.
 Beside them: the scan of the cached samples alone (the ceiling of any Spark
-path) and mu-law in numpy inside ``mapInArrow`` (what a Python path reaches).
+path), an ``F.transform`` that returns each element unchanged (the ceiling
+of any Spark expression over array elements: lambdas are interpreted, one
+element at a time) and mu-law in numpy inside ``mapInArrow`` (what a Python
+path reaches).
 
     .venv/bin/python benchmarks/preprocessing.py [--quick]
 """
@@ -69,6 +72,8 @@ def main() -> dict:
     spark = spark_session("sparkdl-bench-preprocessing")
     files = FrameFiles()
     try:
+        from pyspark.sql import functions as F
+
         from sparkdl.preprocessing import MuLawEncoder, SequenceWindower
 
         series = np.random.default_rng(2).uniform(-1, 1, (SERIES, length)).astype(np.float32)
@@ -83,9 +88,10 @@ def main() -> dict:
             "SequenceWindower": lambda: noop(windower.transform(df)),
             "numpy windows": lambda: numpy_windows(series),
             "Spark scan": lambda: noop(df.select("samples")),
+            "identity transform": lambda: noop(df.select(F.transform("samples", lambda v: v))),
             "numpy in mapInArrow": lambda: noop(df.select("samples").mapInArrow(mulaw_in_arrow, "classes array<int>")),
         }
-        for name in ("MuLawEncoder", "SequenceWindower", "numpy in mapInArrow"):
+        for name in ("MuLawEncoder", "SequenceWindower", "identity transform", "numpy in mapInArrow"):
             paths[name]()  # warm-up: code generation, Python workers
         seconds = alternate(paths, args.repeats)
         rate = {name: SERIES * length / min(s) for name, s in seconds.items()}
@@ -103,6 +109,9 @@ def main() -> dict:
         ceiling = rate["Spark scan"] / CORES / rate["numpy mu-law"]
         results.add("preprocessing ceiling: Spark scan of the cached samples per core / numpy mu-law", ceiling, "x",
                     note="the most any Spark path can reach here: reading the cached arrays, no computation")
+        lambdas = rate["identity transform"] / CORES / rate["numpy mu-law"]
+        results.add("preprocessing ceiling of array lambdas: F.transform(x -> x) per core / numpy mu-law", lambdas, "x",
+                    note="an F.transform that computes nothing: what evaluating any lambda per element costs")
         python_path = rate["numpy in mapInArrow"] / CORES / rate["numpy mu-law"]
         results.add("preprocessing mu-law in numpy inside mapInArrow per core / numpy", python_path, "x",
                     note="what a Python (Arrow + numpy) MuLawEncoder would reach; the Transformer uses Spark expressions")

@@ -136,18 +136,25 @@ class MuLawEncoder(Transformer, _MuLawParams, DefaultParamsReadable, DefaultPara
         if not clip:
             _check_in_range(dataset, name, is_array, type(self).__name__)
 
-        def encode(x: Column) -> Column:
+        def clipped(x: Column) -> Column:
             x = x.cast("double")
-            if clip:
-                # least/greatest skip nulls and rank NaN above every number: handle both first.
-                x = F.when(x.isNull() | F.isnan(x), F.lit(None)).otherwise(F.greatest(F.least(x, F.lit(1.0)), F.lit(-1.0)))
+            # least/greatest skip nulls and rank NaN above every number: handle both first.
+            return F.when(x.isNull() | F.isnan(x), F.lit(None)).otherwise(F.greatest(F.least(x, F.lit(1.0)), F.lit(-1.0)))
+
+        def encode(x: Column) -> Column:
             y = F.signum(x) * F.log1p(F.abs(x) * float(mu)) / math.log1p(mu)
             if quantize:
                 return F.floor((y + 1.0) / 2.0 * float(mu) + 0.5).cast("int")
             return y.cast(element)
 
         column = F.col(name)
-        return dataset.withColumn(self.getOutputCol(), F.transform(column, encode) if is_array else encode(column))
+        if not is_array:
+            return dataset.withColumn(self.getOutputCol(), encode(clipped(column) if clip else column.cast("double")))
+        # Lambdas are evaluated without code generation, and a sub-expression used twice is evaluated
+        # twice: clipping in its own pass keeps the formula from repeating it (1.3x faster, 4M samples).
+        if not clip:
+            return dataset.withColumn(self.getOutputCol(), F.transform(column, lambda x: encode(x.cast("double"))))
+        return dataset.withColumn(self.getOutputCol(), F.transform(F.transform(column, clipped), encode))
 
 
 class MuLawDecoder(Transformer, _MuLawParams, DefaultParamsReadable, DefaultParamsWritable):

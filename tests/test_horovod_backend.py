@@ -1,0 +1,37 @@
+"""The Horovod backend's changes to how Horovod's Spark tasks end, in isolation.
+
+(Every Horovod fit in the suite runs with them; these check that they apply
+only while a fit runs, and that Horovod's own value comes back.)
+"""
+
+import pytest
+from horovod.spark import runner
+
+from sparkdl.training.backends import horovod as backend
+
+
+def _mapper_reporting_linger(*args, **kwargs):
+    def mapper(index, iterator):
+        yield runner.MINIMUM_COMMAND_LIFETIME_S
+
+    return mapper
+
+
+def test_tasks_wait_task_linger_s_while_they_run_then_horovods_value_is_back():
+    horovod_value = runner.MINIMUM_COMMAND_LIFETIME_S
+    mapper = backend._short_lingering(_mapper_reporting_linger)("addresses", "settings", True, False)
+    assert list(mapper(0, iter([]))) == [backend.TASK_LINGER_S]
+    assert runner.MINIMUM_COMMAND_LIFETIME_S == horovod_value
+    assert backend.TASK_LINGER_S < horovod_value
+
+
+def test_horovods_mapper_is_replaced_only_inside_the_context_even_when_the_run_fails():
+    original = runner._make_mapper
+    with pytest.raises(RuntimeError, match="rank failed"):
+        with backend._tasks_end_with_their_ranks():
+            with backend._tasks_end_with_their_ranks():  # a second fit at the same time
+                assert runner._make_mapper is not original
+                assert runner._make_mapper.__wrapped__ is original
+            assert runner._make_mapper is not original  # the first one still runs
+            raise RuntimeError("rank failed")
+    assert runner._make_mapper is original
