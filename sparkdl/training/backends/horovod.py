@@ -92,13 +92,12 @@ def _tasks_end_with_their_ranks() -> Iterator[None]:
     global _linger_users
     from horovod.spark import runner
 
-    make_mapper = getattr(runner, "_make_mapper", None)
-    if make_mapper is None or not hasattr(runner, "MINIMUM_COMMAND_LIFETIME_S"):
+    if not (hasattr(runner, "_make_mapper") and hasattr(runner, "MINIMUM_COMMAND_LIFETIME_S")):
         yield  # another Horovod version: keep its behaviour
         return
     with _linger_lock:
         if _linger_users == 0:
-            runner._make_mapper = _short_lingering(make_mapper)
+            runner._make_mapper = _short_lingering(runner._make_mapper)
         _linger_users += 1
     try:
         yield
