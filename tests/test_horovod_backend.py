@@ -1,4 +1,4 @@
-"""The Horovod backend's changes to how Horovod's Spark tasks end, in isolation.
+"""The Horovod backend's changes to Horovod's Spark tasks, in isolation.
 
 (Every Horovod fit in the suite runs with them; these check that they apply
 only while a fit runs, and that Horovod's own value comes back.)
@@ -17,10 +17,15 @@ def _mapper_reporting_linger(*args, **kwargs):
     return mapper
 
 
-def test_tasks_wait_task_linger_s_while_they_run_then_horovods_value_is_back():
+def test_tasks_start_the_fits_warm_server_and_wait_task_linger_s_then_horovods_value_is_back(monkeypatch):
+    started = []
+    monkeypatch.setattr(backend.warm, "start_server", lambda name, executable, env: started.append((name, env["SPARKDL_X"])))
     horovod_value = runner.MINIMUM_COMMAND_LIFETIME_S
-    mapper = backend._short_lingering(_mapper_reporting_linger)("addresses", "settings", True, False)
+    with backend._sparkdl_tasks("server-a", {"SPARKDL_X": "1"}):
+        mapper = backend._sparkdl_mapper(_mapper_reporting_linger)("addresses", "settings", True, False)
     assert list(mapper(0, iter([]))) == [backend.TASK_LINGER_S]
+    assert started == [("server-a", "1")]
+    assert backend._warm_servers == {}
     assert runner.MINIMUM_COMMAND_LIFETIME_S == horovod_value
     assert backend.TASK_LINGER_S < horovod_value
 
@@ -28,8 +33,8 @@ def test_tasks_wait_task_linger_s_while_they_run_then_horovods_value_is_back():
 def test_horovods_mapper_is_replaced_only_inside_the_context_even_when_the_run_fails():
     original = runner._make_mapper
     with pytest.raises(RuntimeError, match="rank failed"):
-        with backend._tasks_end_with_their_ranks():
-            with backend._tasks_end_with_their_ranks():  # a second fit at the same time
+        with backend._sparkdl_tasks("server-a", {}):
+            with backend._sparkdl_tasks(None, {}):  # a second fit at the same time
                 assert runner._make_mapper is not original
                 assert runner._make_mapper.__wrapped__ is original
             assert runner._make_mapper is not original  # the first one still runs

@@ -9,6 +9,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, Iterator
 
+from sparkdl.training.backends import warm
 from sparkdl.training.backends.result import finish_rank, from_plain, to_plain
 from sparkdl.training.spec import TrainSpec
 
@@ -25,9 +26,22 @@ COLLECTIVE_TIMEOUT_S = 300
 CYCLE_TIME_MS = 2
 # How long a Horovod Spark task stays after its rank process has exited (Horovod's default: 3 s).
 TASK_LINGER_S = 0
+# Names the executor's warm process server to the ranks (see ``warm``).
+WARM_SERVER_ENV = "SPARKDL_WARM_RANK_SERVER"
 
 
 def _rank_main(spec: TrainSpec) -> dict[str, Any]:
+    """A rank: trains in a child of the executor's warm process server if there is one, else here."""
+    name = os.environ.get(WARM_SERVER_ENV)
+    if name:
+        try:
+            return warm.call(name, _train_rank, spec, ready_timeout_s=START_TIMEOUT_S)
+        except warm.Unavailable:
+            pass
+    return _train_rank(spec)
+
+
+def _train_rank(spec: TrainSpec) -> dict[str, Any]:
     from sparkdl.training.collective import HorovodCollective
     from sparkdl.training.loop import train
 
@@ -54,9 +68,13 @@ class HorovodBackend:
         # A rank that dies must not leave the others waiting forever in a collective.
         env.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", str(COLLECTIVE_TIMEOUT_S))
         env.setdefault("HOROVOD_CYCLE_TIME", str(CYCLE_TIME_MS))
+        server = None
+        if warm.enabled(env):
+            server = warm.server_name(env, sys.executable, _application_id())
+            env[WARM_SERVER_ENV] = server
         errors = _TailedStream(sys.stderr)
         try:
-            with _tasks_end_with_their_ranks():
+            with _sparkdl_tasks(server, env):
                 results = horovod.spark.run(
                     _rank_main,
                     args=(spec,),
@@ -72,13 +90,25 @@ class HorovodBackend:
         return from_plain(next(r for r in results if r["rank"] == 0))
 
 
-_linger_lock = threading.Lock()
-_linger_users = 0
+def _application_id() -> str:
+    from pyspark import SparkContext
+
+    context = SparkContext._active_spark_context
+    return context.applicationId if context is not None else ""
+
+
+_tasks_lock = threading.Lock()
+_tasks_users = 0
+_warm_servers: collections.Counter[tuple[str, str, tuple[tuple[str, str], ...]]] = collections.Counter()
 
 
 @contextlib.contextmanager
-def _tasks_end_with_their_ranks() -> Iterator[None]:
-    """Let Horovod's Spark tasks end as soon as their rank process has exited.
+def _sparkdl_tasks(server: str | None, env: dict[str, str]) -> Iterator[None]:
+    """While a fit runs, Horovod's Spark tasks start the warm process server and end with their ranks.
+
+    Each task starts the server ``server`` (if not None) on its executor
+    before Horovod launches its rank, so the server's imports overlap the
+    launch (see ``warm``).
 
     With Gloo every task of ``horovod.spark.run`` sleeps 3 s after its rank
     process exits, "so that the driver's client can connect again to wait for
@@ -86,35 +116,50 @@ def _tasks_end_with_their_ranks() -> Iterator[None]:
     rank and blocks in the task until the rank exits, long before the end
     of any training, so the sleep only delays the end of each fit: it was
     3.0 of the 4.0 s between the ranks' return and ``fit()`` returning on
-    local[2]. While a fit runs, the tasks' mapper sets the wait to
-    ``TASK_LINGER_S`` in the worker and puts Horovod's value back after.
+    local[2]. The tasks' mapper sets the wait to ``TASK_LINGER_S`` in the
+    worker and puts Horovod's value back after.
+
+    Horovod's mapper factory is module-global, so concurrent fits share
+    one wrapper (reference-counted); each Spark job's mapper starts the
+    servers of the fits running when it was made.
     """
-    global _linger_users
+    global _tasks_users
     from horovod.spark import runner
 
     if not (hasattr(runner, "_make_mapper") and hasattr(runner, "MINIMUM_COMMAND_LIFETIME_S")):
         yield  # another Horovod version: keep its behaviour
         return
-    with _linger_lock:
-        if _linger_users == 0:
-            runner._make_mapper = _short_lingering(runner._make_mapper)
-        _linger_users += 1
+    entry = (server, sys.executable, tuple(sorted(env.items()))) if server else None
+    with _tasks_lock:
+        if _tasks_users == 0:
+            runner._make_mapper = _sparkdl_mapper(runner._make_mapper)
+        _tasks_users += 1
+        if entry:
+            _warm_servers[entry] += 1
     try:
         yield
     finally:
-        with _linger_lock:
-            _linger_users -= 1
-            if _linger_users == 0:
+        with _tasks_lock:
+            _tasks_users -= 1
+            if entry:
+                _warm_servers[entry] -= 1
+                if _warm_servers[entry] <= 0:
+                    del _warm_servers[entry]
+            if _tasks_users == 0:
                 runner._make_mapper = getattr(runner._make_mapper, "__wrapped__", runner._make_mapper)
 
 
-def _short_lingering(make_mapper):
+def _sparkdl_mapper(make_mapper):
     def make(*args, **kwargs):
         mapper = make_mapper(*args, **kwargs)
+        with _tasks_lock:
+            servers = list(_warm_servers)
 
-        def mapper_ending_with_rank(index, iterator):
+        def sparkdl_mapper(index, iterator):
             from horovod.spark import runner  # in the Spark task's Python worker
 
+            for name, executable, env in servers:
+                warm.start_server(name, executable, {**os.environ, **dict(env)})  # as Horovod merges a rank's env
             horovod_value = runner.MINIMUM_COMMAND_LIFETIME_S
             runner.MINIMUM_COMMAND_LIFETIME_S = TASK_LINGER_S
             try:
@@ -122,7 +167,7 @@ def _short_lingering(make_mapper):
             finally:
                 runner.MINIMUM_COMMAND_LIFETIME_S = horovod_value
 
-        return mapper_ending_with_rank
+        return sparkdl_mapper
 
     make.__wrapped__ = make_mapper
     return make
