@@ -146,7 +146,7 @@ def test_the_server_exits_when_idle_or_when_the_watched_process_is_gone():
 
 def test_start_server_starts_one_server_per_name():
     name = f"sparkdl-test-started-{os.getpid()}"
-    env = {**os.environ, warm.IDLE_ENV: "30"}
+    env = {**os.environ, warm.IDLE_ENV: "thirty"}  # not a number: the default, and no error in the Spark task
     warm.start_server(name, sys.executable, env)
     warm.start_server(name, sys.executable, env)  # finds the first, or loses the race to bind
     assert _wait_until(lambda: len(_servers(name)) == 1, 10)

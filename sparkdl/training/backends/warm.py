@@ -89,8 +89,11 @@ def start_server(name: str, executable: str, env: Mapping[str, str]) -> None:
             return  # a server is there (the probe's empty request is ignored)
     except OSError:
         pass
-    idle = env.get(IDLE_ENV, str(DEFAULT_IDLE_S))
-    code = f"from {__name__} import serve; serve({name!r}, {os.getppid()}, {float(idle)!r})"
+    try:
+        idle = float(env.get(IDLE_ENV, DEFAULT_IDLE_S))
+    except ValueError:
+        idle = DEFAULT_IDLE_S
+    code = f"from {__name__} import serve; serve({name!r}, {os.getppid()}, {idle!r})"
     try:
         process = subprocess.Popen(
             [executable, "-c", code],
