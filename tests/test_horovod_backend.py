@@ -19,12 +19,16 @@ def _mapper_reporting_linger(*args, **kwargs):
 
 def test_tasks_start_the_fits_warm_server_and_wait_task_linger_s_then_horovods_value_is_back(monkeypatch):
     started = []
-    monkeypatch.setattr(backend.warm, "start_server", lambda name, executable, env: started.append((name, env["SPARKDL_X"])))
+    def start_server(name, executable, env):
+        started.append((name, env["OMP_NUM_THREADS"], env.get("SPARKDL_SECRET_TOKEN")))
+
+    monkeypatch.setattr(backend.warm, "start_server", start_server)
+    monkeypatch.delenv("SPARKDL_SECRET_TOKEN", raising=False)
     horovod_value = runner.MINIMUM_COMMAND_LIFETIME_S
-    with backend._sparkdl_tasks("server-a", {"SPARKDL_X": "1"}):
+    with backend._sparkdl_tasks("server-a", {"OMP_NUM_THREADS": "3", "SPARKDL_SECRET_TOKEN": "x"}):
         mapper = backend._sparkdl_mapper(_mapper_reporting_linger)("addresses", "settings", True, False)
     assert list(mapper(0, iter([]))) == [backend.TASK_LINGER_S]
-    assert started == [("server-a", "1")]
+    assert started == [("server-a", "3", None)]  # the tasks carry only the variables read when torch loads
     assert backend._warm_servers == {}
     assert runner.MINIMUM_COMMAND_LIFETIME_S == horovod_value
     assert backend.TASK_LINGER_S < horovod_value

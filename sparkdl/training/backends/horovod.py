@@ -129,7 +129,7 @@ def _sparkdl_tasks(server: str | None, env: dict[str, str]) -> Iterator[None]:
     if not (hasattr(runner, "_make_mapper") and hasattr(runner, "MINIMUM_COMMAND_LIFETIME_S")):
         yield  # another Horovod version: keep its behaviour
         return
-    entry = (server, sys.executable, tuple(sorted(env.items()))) if server else None
+    entry = (server, sys.executable, tuple(sorted(warm.server_env(env).items()))) if server else None
     with _tasks_lock:
         if _tasks_users == 0:
             runner._make_mapper = _sparkdl_mapper(runner._make_mapper)
@@ -159,7 +159,7 @@ def _sparkdl_mapper(make_mapper):
             from horovod.spark import runner  # in the Spark task's Python worker
 
             for name, executable, env in servers:
-                warm.start_server(name, executable, {**os.environ, **dict(env)})  # as Horovod merges a rank's env
+                warm.start_server(name, executable, {**os.environ, **dict(env)})  # as Horovod merges a rank's
             horovod_value = runner.MINIMUM_COMMAND_LIFETIME_S
             runner.MINIMUM_COMMAND_LIFETIME_S = TASK_LINGER_S
             try:

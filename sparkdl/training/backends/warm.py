@@ -74,9 +74,14 @@ def enabled(env: Mapping[str, str]) -> bool:
     return supported() and env.get(ENABLED_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+def server_env(env: Mapping[str, str]) -> dict[str, str]:
+    """What a server needs of a rank's environment: the load-time variables and its own settings."""
+    return {k: v for k, v in env.items() if k.startswith(LOAD_TIME_ENV_PREFIXES) or k == IDLE_ENV}
+
+
 def server_name(env: Mapping[str, str], executable: str, application: str) -> str:
     """The server for this user, application, interpreter and load-time environment."""
-    loaded = sorted((k, v) for k, v in env.items() if k.startswith(LOAD_TIME_ENV_PREFIXES))
+    loaded = sorted((k, v) for k, v in server_env(env).items() if k != IDLE_ENV)
     digest = hashlib.sha256(repr((executable, application, loaded)).encode()).hexdigest()[:20]
     return f"sparkdl-warm-ranks-{os.getuid()}-{digest}"
 
