@@ -195,6 +195,17 @@ def alternate(paths: dict[str, Callable[[], Any]], repeats: int) -> dict[str, li
 
 
 # -- Spark and data -------------------------------------------------------------------
+def send_by_value(module_name: str) -> None:
+    """Pickle a benchmark script's functions by value: Horovod's ranks cannot import the script.
+
+    A script run directly is ``__main__``, which cloudpickle sends by value already.
+    """
+    import cloudpickle
+
+    if module_name != "__main__":
+        cloudpickle.register_pickle_by_value(sys.modules[module_name])
+
+
 def spark_session(app: str, cores: int = CORES, conf: dict[str, str] | None = None):
     from sparkdl.session import get_spark
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BIG, CORES, FrameFiles, Results, arguments, at_least, classification_data, spark_session  # noqa: E402
+from common import BIG, CORES, FrameFiles, Results, arguments, at_least, classification_data, send_by_value, spark_session  # noqa: E402
 from training import estimator_for, steady  # noqa: E402
 
 SPEEDUP_TARGET = 1.6
@@ -114,12 +114,9 @@ def _step_costs_in_rank() -> dict[str, float]:
 
 
 def step_costs() -> dict[str, float]:
-    import cloudpickle
     import horovod.spark
 
-    if __name__ != "__main__":  # imported: the ranks cannot import this module, send the function by value
-        cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
+    send_by_value(__name__)
     results = horovod.spark.run(_step_costs_in_rank, num_proc=2, use_gloo=True, verbose=0)
     return next(r for r in results if r["rank"] == 0)
 

@@ -42,7 +42,7 @@ import numpy as np
 from sparkdl.training.backends import warm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BIG, CHEAP, CORES, LENET, FrameFiles, Results, arguments, at_least, at_most, classification_data, plain_network, spark_session  # noqa: E402
+from common import BIG, CHEAP, CORES, LENET, FrameFiles, Results, arguments, at_least, at_most, classification_data, plain_network, send_by_value, spark_session  # noqa: E402
 
 CLOCK_ENV = "SPARKDL_BENCH_RANK_CLOCK"
 FIXED_COST_TARGET_S = 8.0
@@ -105,14 +105,10 @@ def _clocked_rank_main(spec):
 
 def install_rank_clock() -> str:
     """Wrap the Horovod backend's rank function; return the directory the ranks write their clocks to."""
-    import cloudpickle
-
     from sparkdl.training.backends import horovod as backend
 
     backend._rank_main = _clocked_rank_main  # pickled by value: the ranks run it around their own, unwrapped one
-    module = sys.modules[__name__]
-    if module.__name__ != "__main__":
-        cloudpickle.register_pickle_by_value(module)
+    send_by_value(__name__)
     directory = tempfile.mkdtemp(prefix="sparkdl-rank-clock-")
     os.environ[CLOCK_ENV] = directory
     return directory
