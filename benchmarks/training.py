@@ -122,13 +122,13 @@ def clocked_fit(estimator, df, clock_dir: str) -> tuple[object, dict[str, float]
     cls = type(estimator)
 
     class Clocked(cls):  # type: ignore[misc, valid-type]
-        def _check(self, *args, **kwargs):
-            out = super()._check(*args, **kwargs)
+        def _plan(self, *args, **kwargs):
+            out = super()._plan(*args, **kwargs)
             marks["checked"] = time.time()
             return out
 
-        def _materialize(self, dataset):
-            context = super()._materialize(dataset)
+        def _materialize(self, dataset, summary):
+            context = super()._materialize(dataset, summary)
 
             class Timed:
                 def __enter__(self_inner):

@@ -47,10 +47,7 @@ def get_spark(
     elif "spark.master" not in _submitted_conf():
         builder = builder.master("local[*]")
     settings = dict(DEFAULT_CONF)
-    settings.setdefault(
-        "petastorm.spark.converter.parentCacheDirUrl",
-        "file://" + os.path.join(tempfile.gettempdir(), "sparkdl-cache"),
-    )
+    settings.setdefault("spark.sparkdl.dataDir", "file://" + os.path.join(tempfile.gettempdir(), "sparkdl-cache"))
     settings.update(conf or {})
     for key, value in settings.items():
         builder = builder.config(key, value)
@@ -58,7 +55,13 @@ def get_spark(
 
 
 def _submitted_conf() -> dict[str, str]:
-    """Settings given by spark-submit (it passes them to the driver's JVM)."""
-    from pyspark import SparkConf
+    """Settings given by spark-submit (it passes them to the driver's JVM).
 
+    A ``SparkConf`` made before the JVM gateway is up reads nothing, so the
+    gateway is started (or, under spark-submit, joined) first; the session
+    built next uses the same gateway.
+    """
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()
     return dict(SparkConf().getAll())

@@ -18,7 +18,7 @@ def spark(tmp_path_factory):
         conf={
             "spark.ui.enabled": "false",
             "spark.sql.shuffle.partitions": "4",
-            "petastorm.spark.converter.parentCacheDirUrl": f"file://{cache}",
+            "spark.sparkdl.dataDir": f"file://{cache}",
         },
     )
     session.sparkContext.setLogLevel("ERROR")

@@ -24,6 +24,8 @@ from pyspark.sql import types as T
 from sparkdl.text import BertEmbeddings
 from sparkdl.text.bert import Encoder, embed_texts, encode_features, encode_tokens
 
+pytestmark = pytest.mark.stacks  # also run on the second Spark line (.ci/run)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "data", "text", "topics.csv")

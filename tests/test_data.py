@@ -5,6 +5,8 @@ from pyspark.ml.functions import array_to_vector
 from sparkdl.data import materialize, read_shard
 from sparkdl.data.materialize import shard_bounds
 
+pytestmark = pytest.mark.stacks  # also run on the second Spark line (.ci/run)
+
 
 @pytest.mark.parametrize("rows,size", [(10, 3), (1797, 2), (5, 5), (7, 1)])
 def test_shard_bounds_partition_the_rows_evenly(rows, size):

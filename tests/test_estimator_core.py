@@ -15,6 +15,8 @@ from pyspark.sql import functions as F
 
 from sparkdl.estimators import MLPClassifier, MLPClassifierModel, TorchEstimator, TorchModel, allow_pickle
 
+pytestmark = pytest.mark.stacks  # also run on the second Spark line (.ci/run)
+
 QUIET = dict(verbose=0, backend="local")
 
 
@@ -72,7 +74,7 @@ def test_cross_validator_picks_the_better_model_and_materialises_once_per_fold(p
     train, _ = pixels
     calls = []
     original = TorchEstimator._materialize
-    monkeypatch.setattr(TorchEstimator, "_materialize", lambda self, df: calls.append(1) or original(self, df))
+    monkeypatch.setattr(TorchEstimator, "_materialize", lambda self, df, summary: calls.append(1) or original(self, df, summary))
     clf = MLPClassifier(featuresCol="pixels", epochs=2, seed=1, **QUIET)
     grid = ParamGridBuilder().addGrid(clf.learningRate, [1e-5, 1e-2]).addGrid(clf.hiddenLayers, [[16]]).build()
     cv = CrossValidator(estimator=clf, estimatorParamMaps=grid, numFolds=2, seed=3,

@@ -12,6 +12,8 @@ from pyspark.sql import types as T
 
 from sparkdl.preprocessing import MuLawDecoder, MuLawEncoder
 
+pytestmark = pytest.mark.stacks  # also run on the second Spark line (.ci/run)
+
 MU = 255
 
 

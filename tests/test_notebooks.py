@@ -109,7 +109,7 @@ def images(notebook) -> int:
     return sum("image/png" in o.get("data", {}) for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.stacks) if n == "quick_start_digits_mlp" else n for n in NAMES])
 def test_notebook_runs_headless_in_small_mode(name, kernel, tmp_path, report):
     names = {
         "quick_start_digits_mlp": ["EPOCHS", "BACKEND", "accuracy", "reloaded_accuracy"],

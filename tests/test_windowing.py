@@ -8,6 +8,8 @@ from pyspark.sql import types as T
 
 from sparkdl.preprocessing import SequenceWindower
 
+pytestmark = pytest.mark.stacks  # also run on the second Spark line (.ci/run)
+
 # Series of different lengths, including ones shorter than most windows.
 LENGTHS = {"a": 23, "b": 12, "c": 5, "d": 1}
 # (windowSize, step, horizon, targetMode): step below, equal to and above m; m longer than some series.

@@ -11,6 +11,7 @@ from sparkdl.estimators.mlp import MLPClassifier, MLPClassifierModel, MLPRegress
 from sparkdl.estimators.persistence import allow_pickle
 from sparkdl.estimators.recurrent import RNNClassifier, RNNClassifierModel, RNNRegressor, RNNRegressorModel
 from sparkdl.estimators.seq2seq import Seq2Seq, Seq2SeqModel
+from sparkdl.estimators.tcn import TCNClassifier, TCNClassifierModel, TCNRegressor, TCNRegressorModel
 from sparkdl.estimators.transformer import TransformerClassifier, TransformerClassifierModel, TransformerRegressor, TransformerRegressorModel
 from sparkdl.estimators.wavenet import WaveNet, WaveNetModel
 
@@ -20,6 +21,7 @@ __all__ = [
     "MLPClassifier", "MLPClassifierModel", "MLPRegressor", "MLPRegressorModel",
     "RNNClassifier", "RNNClassifierModel", "RNNRegressor", "RNNRegressorModel",
     "Seq2Seq", "Seq2SeqModel",
+    "TCNClassifier", "TCNClassifierModel", "TCNRegressor", "TCNRegressorModel",
     "TorchEstimator", "TorchModel",
     "TransformerClassifier", "TransformerClassifierModel", "TransformerRegressor", "TransformerRegressorModel",
     "WaveNet", "WaveNetModel", "allow_pickle",

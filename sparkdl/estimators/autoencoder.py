@@ -12,55 +12,56 @@ from typing import Any
 
 import numpy as np
 from pyspark.ml.linalg import VectorUDT
-from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param import Params
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sparkdl.estimators import inference
 from sparkdl.estimators.base import NamedTorchEstimator, TorchModel
-from sparkdl.estimators.params import _to_optional_float, add_accessors
+from sparkdl.estimators.params import declare, declared_defaults, stage
+from sparkdl.training.tasks import Reconstruction
+from sparkdl.training.declared import Declared, Interval, optional, to_float, to_int, to_int_list, to_string
 
 AUTOENCODER_ARGUMENTS = ("kind", "bottleneck", "outputActivation", "noiseStd", "sparsityWeight")
 
 
-def _to_optional_int_list(value):
-    return None if value is None else TypeConverters.toListInt(value)
-
-
+@declare(
+    Declared("kind", "dense, deep, conv, denoising, variational or sparse", to_string, "dense"),
+    Declared("bottleneck", "size of the code (e.g. 32, 16, 8)", to_int, 32),
+    Declared("hiddenLayers", "encoder widths before the code (deep, denoising, variational, sparse); the decoder mirrors them", optional(to_int_list), None),
+    Declared("filters", "channels of the conv kind's encoder", optional(to_int_list), None),
+    Declared("outputActivation", "sigmoid (data in [0, 1], BCE loss) or linear (MSE loss)", to_string, "sigmoid"),
+    Declared("noiseStd", "std of the Gaussian noise added to the input in training (denoising)", to_float, 0.1),
+    Declared("klWeight", "weight of the KL term (variational; None: 1 / number of input values)", optional(to_float), None),
+    Declared("sparsityWeight", "weight of the L1 penalty on the code (sparse)", to_float, 0.001),
+    Declared("embeddingCol", "output column for the code", to_string, "embedding"),
+    Declared("reconstructionCol", "output column for the reconstruction", to_string, "reconstruction"),
+    Declared("reconstructionErrorCol", "output column for the per-row mean squared error", to_string, "reconstructionError"),
+    Declared("anomalyQuantile", "set the anomaly threshold at this quantile of the training errors (None: no threshold)", optional(to_float), None,
+             Interval(0, 1, closed="neither", optional=True)),
+    Declared("threshold", "reconstruction error above which isAnomaly is true (None: no isAnomaly column)", optional(to_float), None),
+    Declared("isAnomalyCol", "output column flagging rows whose error exceeds the threshold", to_string, "isAnomaly"),
+)
 class _AutoencoderParams(Params):
-    kind = Param(Params._dummy(), "kind", "dense, deep, conv, denoising, variational or sparse", typeConverter=TypeConverters.toString)
-    bottleneck = Param(Params._dummy(), "bottleneck", "size of the code (e.g. 32, 16, 8)", typeConverter=TypeConverters.toInt)
-    hiddenLayers = Param(Params._dummy(), "hiddenLayers", "encoder widths before the code (deep, denoising, variational, sparse); the decoder mirrors them", typeConverter=_to_optional_int_list)
-    filters = Param(Params._dummy(), "filters", "channels of the conv kind's encoder", typeConverter=_to_optional_int_list)
-    outputActivation = Param(Params._dummy(), "outputActivation", "sigmoid (data in [0, 1], BCE loss) or linear (MSE loss)", typeConverter=TypeConverters.toString)
-    noiseStd = Param(Params._dummy(), "noiseStd", "std of the Gaussian noise added to the input in training (denoising)", typeConverter=TypeConverters.toFloat)
-    klWeight = Param(Params._dummy(), "klWeight", "weight of the KL term (variational; None: 1 / number of input values)", typeConverter=_to_optional_float)
-    sparsityWeight = Param(Params._dummy(), "sparsityWeight", "weight of the L1 penalty on the code (sparse)", typeConverter=TypeConverters.toFloat)
-    embeddingCol = Param(Params._dummy(), "embeddingCol", "output column for the code", typeConverter=TypeConverters.toString)
-    reconstructionCol = Param(Params._dummy(), "reconstructionCol", "output column for the reconstruction", typeConverter=TypeConverters.toString)
-    reconstructionErrorCol = Param(Params._dummy(), "reconstructionErrorCol", "output column for the per-row mean squared error", typeConverter=TypeConverters.toString)
-    anomalyQuantile = Param(Params._dummy(), "anomalyQuantile", "set the anomaly threshold at this quantile of the training errors (None: no threshold)", typeConverter=_to_optional_float)
-    threshold = Param(Params._dummy(), "threshold", "reconstruction error above which isAnomaly is true (None: no isAnomaly column)", typeConverter=_to_optional_float)
-    isAnomalyCol = Param(Params._dummy(), "isAnomalyCol", "output column flagging rows whose error exceeds the threshold", typeConverter=TypeConverters.toString)
-
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._setDefault(
-            kind="dense", bottleneck=32, hiddenLayers=None, filters=None, outputActivation="sigmoid",
-            noiseStd=0.1, klWeight=None, sparsityWeight=1e-3, embeddingCol="embedding",
-            reconstructionCol="reconstruction", reconstructionErrorCol="reconstructionError",
-            anomalyQuantile=None, threshold=None, isAnomalyCol="isAnomaly",
-        )
+        declared_defaults(self, _AutoencoderParams)
 
 
-@add_accessors
+@stage
 class AutoencoderModel(TorchModel, _AutoencoderParams):
     """A fitted ``Autoencoder``.
 
-    >>> model.transform(df).select("embedding", "reconstructionError").show(3)
-    >>> model.setThreshold(0.02).transform(new_rows).where("isAnomaly").count()
-    >>> model.sample(5)            # variational only: 5 new rows, shaped like inputShape
+    >>> from sparkdl.datasets import digits
+    >>> from sparkdl.estimators import Autoencoder
+    >>> df = digits(spark).limit(100).selectExpr("transform(features, v -> v / 16) AS features")
+    >>> model = Autoencoder(kind="variational", bottleneck=2, hiddenLayers=[8], epochs=1,
+    ...                     backend="local", verbose=0).fit(df)
+    >>> model.setThreshold(0.02).transform(df).select("reconstructionError", "isAnomaly").dtypes
+    [('reconstructionError', 'double'), ('isAnomaly', 'boolean')]
+    >>> model.sample(5).shape      # variational only: 5 new rows, shaped like inputShape
+    (5, 64)
     """
 
     def _output_columns(self):
@@ -89,7 +90,7 @@ class AutoencoderModel(TorchModel, _AutoencoderParams):
             return net.sample(n, generator=torch.Generator().manual_seed(seed)).numpy()
 
 
-@add_accessors
+@stage
 class Autoencoder(NamedTorchEstimator, _AutoencoderParams):
     """Learn a compressed code of the features; no label column is needed.
 
@@ -99,36 +100,28 @@ class Autoencoder(NamedTorchEstimator, _AutoencoderParams):
     sparse (L1 penalty on the code). ``outputActivation="sigmoid"`` with BCE
     suits data in [0, 1]; ``"linear"`` trains with MSE.
 
+    >>> from sparkdl.datasets import digits
     >>> from sparkdl.estimators import Autoencoder
-    >>> ae = Autoencoder(kind="deep", bottleneck=16, hiddenLayers=[64], epochs=30)
+    >>> pixels_in_0_1 = digits(spark).limit(100).selectExpr("transform(features, v -> v / 16) AS features")
+    >>> ae = Autoencoder(kind="deep", bottleneck=4, hiddenLayers=[16], epochs=2, backend="local", verbose=0)
     >>> model = ae.fit(pixels_in_0_1)
-    >>> model.transform(pixels_in_0_1).select("embedding", "reconstructionError").show(3)
+    >>> model.transform(pixels_in_0_1).columns
+    ['features', 'embedding', 'reconstruction', 'reconstructionError']
     """
 
     _model_class = AutoencoderModel
-    _architecture_name, _task = "autoencoder", "reconstruction"
+    _architecture_name, _task_name = "autoencoder", "reconstruction"
     _architecture_param_names = AUTOENCODER_ARGUMENTS
 
-    def _architecture_params(self) -> dict[str, Any]:
-        params = super()._architecture_params()
+    def _architecture_params(self, summary) -> dict[str, Any]:
+        params = super()._architecture_params(summary)
         for name in ("hiddenLayers", "filters", "klWeight"):
             if self.getOrDefault(name) is not None:
                 params.setdefault(name, self.getOrDefault(name))
         return params
 
-    def _spec(self, data, shape, output_size):
-        spec = super()._spec(data, shape, output_size)
-        if self.getLossFunction() is None and self.getOutputActivation() == "sigmoid":
-            from dataclasses import replace
-
-            spec = replace(spec, lossFunction="bce")
-        return spec
-
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        quantile = self.getAnomalyQuantile()
-        if quantile is not None and not 0.0 < quantile < 1.0:
-            raise ValueError(f"anomalyQuantile: expected a value in (0, 1), found {quantile}")
+    def _training_task(self) -> Reconstruction:
+        return Reconstruction(default_loss="bce" if self.getOutputActivation() == "sigmoid" else "mse")
 
     def _fit(self, dataset: DataFrame) -> AutoencoderModel:
         model = super()._fit(dataset)

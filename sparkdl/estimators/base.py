@@ -1,8 +1,9 @@
 """``TorchEstimator`` and ``TorchModel``: any registered torch architecture as a Spark ML stage.
 
 ``fit`` checks the Params and the data (one aggregate, before any training
-job), materialises the training columns to Parquet, runs the training loop
-on the chosen backend and returns a ``TorchModel``. The model's
+job), plans the network, materialises the training columns to Parquet, runs
+the training loop on the chosen backend and returns a ``TorchModel``; each
+step hands its result to the next, and nothing is stored on the estimator. The model's
 ``transform`` runs the network in Arrow batches next to the data.
 """
 
@@ -11,16 +12,16 @@ from __future__ import annotations
 import math
 import os
 import threading
+from dataclasses import dataclass, replace
 from typing import Any
 
-from pyspark import keyword_only
 from pyspark.ml import Estimator
 from pyspark.ml.linalg import VectorUDT
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sparkdl.data.materialize import materialize
+from sparkdl.data.materialize import materialize, petastorm_error
 from sparkdl.data.schema import (
     ColumnCheck,
     DataSummary,
@@ -29,7 +30,7 @@ from sparkdl.data.schema import (
     check_values,
     column_type,
 )
-from sparkdl.estimators.model import TorchModel, _build_network
+from sparkdl.estimators.model import TorchModel
 from sparkdl.estimators.persistence import (
     SavedWithoutPickle,
     load_factory,
@@ -37,84 +38,86 @@ from sparkdl.estimators.persistence import (
     set_params,
     write_metadata,
 )
-from sparkdl.estimators.params import BACKENDS, INIT_MATCH_MODES, OPTIMIZERS, TASKS, TorchParams, add_accessors
-from sparkdl.training.backends import get_backend
-from sparkdl.training.loop import LOSSES
-from sparkdl.training.spec import TrainSpec
+from sparkdl.estimators.params import TorchParams, check_declared, stage
+from sparkdl.training.backends import HOROVOD_SETUP, get_backend, horovod_error
+from sparkdl.training.loop import GLOBAL_RNG_LOCK, build_network
+from sparkdl.training.spec import TrainSpec, training_values
+from sparkdl.training.tasks import Task, get_task
 
-DEFAULT_LOSS = {"classification": "cross_entropy", "regression": "mse", "reconstruction": "mse", "next_step": "cross_entropy", "seq2seq": "cross_entropy"}
+
+@dataclass(frozen=True)
+class FitPlan:
+    """What ``fit`` found out before any training job; passed along, never stored on the estimator."""
+
+    summary: Any  # the data summary (DataSummary, or an estimator's own)
+    task: Task
+    inputShape: tuple[int, ...]
+    outputSize: int
+    numProc: int
+    architecture: Any  # a registry name or a module factory
+    architectureParams: dict[str, Any]
+    initWeights: dict[str, Any] | None = None
+    initReport: dict[str, list[str]] | None = None
 
 
-@add_accessors
+@stage
 class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
     """Train any ``sparkdl.nn`` architecture (or your own module factory) on a DataFrame.
 
-    >>> est = TorchEstimator(architecture="mlp", architectureParams={"hiddenLayers": [32]},
-    ...                      task="classification", epochs=5, numProc=2)
-    >>> model = est.fit(train_df)            # features: array<float> or vector, label: 0..k-1
-    >>> model.transform(test_df).select("prediction", "probability").show(3)
+    ``fit`` is a chain of steps that return values: check the Params,
+    summarise the data (one aggregate), plan (shapes, network, transfer),
+    materialise the training columns, train on the backend, build the model.
+    Nothing is stored on the estimator while fitting.
+
+    >>> from sparkdl.datasets import digits
+    >>> from sparkdl.estimators import TorchEstimator
+    >>> df = digits(spark).limit(200)
+    >>> est = TorchEstimator(architecture="mlp", architectureParams={"hiddenLayers": [16]},
+    ...                      task="classification", epochs=2, backend="local", verbose=0)
+    >>> model = est.fit(df)
+    >>> model.transform(df).select("prediction", "probability", "rawPrediction").columns
+    ['prediction', 'probability', 'rawPrediction']
     """
 
     _model_class: type | None = None  # the Model class fit returns; set below
     _test_hooks: dict[str, Any] = {}  # faults injected by tests, e.g. {"fail_at_epoch": 3}
 
-    @keyword_only
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs = self._input_kwargs  # read before super().__init__ can replace it
+    def __init__(self, **params: Any) -> None:
         super().__init__()
-        self._set(**kwargs)
-
-    @keyword_only
-    def setParams(self, **kwargs: Any) -> "TorchEstimator":
-        """Sets Params by keyword."""
-        return self._set(**self._input_kwargs)
+        self._set(**params)
 
     # -- what named estimators override -------------------------------------------
-    def _architecture_params(self) -> dict[str, Any]:
+    def _training_task(self) -> Task:
+        """The task object: its loss, metrics, targets and output columns."""
+        return get_task(self.getTask())
+
+    def _architecture_params(self, summary: Any) -> dict[str, Any]:
         """Keyword arguments of the architecture: ``architectureParams`` plus named Params."""
         params = dict(self.getArchitectureParams())
         if self.isSet(self.dropout) or self.getDropout():
             params.setdefault("dropout", self.getDropout())
         return params
 
-    # -- fit ----------------------------------------------------------------------
-    def _validate_params(self) -> None:
-        def positive(name: str) -> None:
-            value = self.getOrDefault(name)
-            if value is None or not value > 0:  # also refuses NaN
-                raise ValueError(f"{name}: expected a value > 0, found {value!r}")
-            if value == math.inf:
-                raise ValueError(f"{name}: expected a finite value > 0, found {value!r}")
+    def _architecture_for(self, shape: tuple[int, ...]):
+        """The architecture to build for inputs of ``shape`` (named estimators may choose by shape)."""
+        return self.getArchitecture()
 
-        for name in ("epochs", "batchSize", "learningRate", "inferenceBatchSize"):
-            positive(name)
-        checks = [
-            ("optimizer", OPTIMIZERS),
-            ("backend", BACKENDS),
-            ("task", TASKS),
-            ("initFromMatch", INIT_MATCH_MODES),
-        ]
-        for name, allowed in checks:
-            value = self.getOrDefault(name)
-            if value not in allowed:
-                raise ValueError(f"{name}: expected one of {list(allowed)}, found {value!r}")
-        loss = self.getLossFunction()
-        if loss is not None and loss not in LOSSES:
-            raise ValueError(f"lossFunction: expected one of {sorted(LOSSES)}, found {loss!r}")
-        if not 0.0 <= self.getValidationFraction() < 1.0:
-            raise ValueError(f"validationFraction: expected a value in [0, 1), found {self.getValidationFraction()}")
-        if not 0.0 <= self.getDropout() < 1.0:
-            raise ValueError(f"dropout: expected a value in [0, 1), found {self.getDropout()}")
-        for name in ("weightDecay", "momentum"):
-            if not 0 <= self.getOrDefault(name) < math.inf:
-                raise ValueError(f"{name}: expected a value >= 0, found {self.getOrDefault(name)}")
-        for name in ("gradientClipNorm", "earlyStoppingPatience", "numProc"):
-            value = self.getOrDefault(name)
-            if value is not None and not 0 < value < math.inf:
-                raise ValueError(f"{name}: expected a value > 0 or None, found {value!r}")
+    # -- fit: check -> summarise -> plan -> materialise -> train -> model ------------
+    def _validate_params(self) -> None:
+        """Each declared Param against its constraint, then the rules that tie Params together."""
+        check_declared(self)
+        if self.getBackend() == "horovod" and (error := horovod_error()):
+            raise ValueError(f"backend: 'horovod' needs horovod built for PyTorch, but `import horovod.torch` failed ({error}); "
+                             f"run {HOROVOD_SETUP}, or use backend='torch_distributor' or 'auto'")
+        if self.getDataLoader() == "petastorm" and (error := petastorm_error()):
+            import pyarrow
+
+            raise ValueError(f"dataLoader: 'petastorm' needs petastorm, which cannot be imported here with pyarrow {pyarrow.__version__} "
+                             f"({error}); use dataLoader='pyarrow', or the Spark 3.5 line (make setup SPARK=3.5, sparkdl[petastorm])")
+        task = self._training_task()
         weights = self.getClassWeights()
         if weights is not None:
-            if self.getTask() != "classification":
+            if not task.is_classifier:
                 raise ValueError(f"classWeights: only classification uses them; expected None for task {self.getTask()!r}, found {weights}")
             if len(weights) < 2 or not all(0 <= w < math.inf for w in weights) or not sum(weights) > 0:
                 raise ValueError(f"classWeights: expected at least 2 finite weights >= 0 with a positive sum, found {weights}")
@@ -124,17 +127,14 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
         unfreeze = self.getUnfreezeAfterEpochs()
         if unfreeze is not None and (unfreeze <= 0 or not self.getFreeze()):
             raise ValueError(f"unfreezeAfterEpochs: expected a value > 0 and a non-empty freeze, found {unfreeze!r} with freeze={self.getFreeze()}")
-        if self.getUnfrozenLearningRate() is not None and self.getUnfrozenLearningRate() <= 0:
-            raise ValueError(f"unfrozenLearningRate: expected a value > 0 or None, found {self.getUnfrozenLearningRate()!r}")
         if self.getResume() and not self.getCheckpointDir():
             raise ValueError("resume: expected checkpointDir to be set, found None")
         validating = self.getValidationCol() is not None or self.getValidationFraction() > 0
         if self.getEarlyStoppingPatience() is not None and not validating:
             raise ValueError("earlyStoppingPatience: needs validation rows; set validationFraction or validationCol")
-        metric = self.getEarlyStoppingMetric()
-        allowed = ["val_loss", "val_accuracy"] if self.getTask() in ("classification", "next_step", "seq2seq") else ["val_loss", "val_rmse"]
-        if metric not in allowed:
-            raise ValueError(f"earlyStoppingMetric: expected one of {allowed} for task {self.getTask()!r}, found {metric!r}")
+        allowed = list(task.early_stopping_metrics)
+        if self.getEarlyStoppingMetric() not in allowed:
+            raise ValueError(f"earlyStoppingMetric: expected one of {allowed} for task {self.getTask()!r}, found {self.getEarlyStoppingMetric()!r}")
 
     def _num_proc(self, dataset: DataFrame) -> int:
         if self.getBackend() == "local":
@@ -155,14 +155,14 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
 
     def _summarize(self, dataset: DataFrame) -> DataSummary:
         """Check column types, then every value in one aggregate."""
-        task = self.getTask()
+        task = self._training_task()
         features, label = self.getFeaturesCol(), self.getLabelCol()
         check_features_type(dataset, features)
         checks = [ColumnCheck(features, "featuresCol", is_array=True)]
-        if task not in ("reconstruction", "next_step"):
-            check_label_type(dataset, label, allow_array=(task == "regression"))
+        if task.has_label:
+            check_label_type(dataset, label, allow_array=task.label_may_be_array)
             checks.append(
-                ColumnCheck(label, "labelCol", is_array=self._label_is_array(dataset), integral=(task == "classification"))
+                ColumnCheck(label, "labelCol", is_array=self._label_is_array(dataset), integral=task.integral_label)
             )
         validation = self.getValidationCol()
         if validation is not None:
@@ -185,88 +185,46 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
                     f"has arrays of length {width}"
                 )
         shape = tuple(shape or [width])
-        task = self.getTask()
-        if task == "classification":
-            weights = self.getClassWeights()
-            low, high = summary.min_value[label], summary.max_value[label]
-            num_classes = len(weights) if weights else max(2, int(high) + 1)
-            if weights and high > num_classes - 1:
-                raise ValueError(
-                    f"labelCol column {label!r}: expected class labels in 0..{num_classes - 1} "
-                    f"(classWeights has {num_classes} entries), found values up to {high:g}"
-                )
-            if low < 0:
-                raise ValueError(f"labelCol column {label!r}: expected class labels >= 0, found {low:g}")
-            return shape, num_classes
-        if task == "regression":
+        task = self._training_task()
+        if not task.has_label:
+            return shape, width  # reconstruction; next-step estimators set their own output size
+        if not task.integral_label:
             return shape, summary.lengths[label] if self._label_is_array(dataset) else 1
-        return shape, width  # reconstruction; next_step estimators set their own output size
+        weights = self.getClassWeights()
+        low, high = summary.min_value[label], summary.max_value[label]
+        num_classes = len(weights) if weights else max(2, int(high) + 1)
+        if weights and high > num_classes - 1:
+            raise ValueError(
+                f"labelCol column {label!r}: expected class labels in 0..{num_classes - 1} "
+                f"(classWeights has {num_classes} entries), found values up to {high:g}"
+            )
+        if low < 0:
+            raise ValueError(f"labelCol column {label!r}: expected class labels >= 0, found {low:g}")
+        thresholds = self.getThresholds()
+        if thresholds is not None and len(thresholds) != num_classes:
+            raise ValueError(f"thresholds: expected one value per class ({num_classes}), found {len(thresholds)}")
+        return shape, num_classes
 
-    def _materialize(self, dataset: DataFrame):
-        """Write the training columns to Parquet; a context manager that deletes them."""
-        return materialize(
-            dataset,
-            self.getFeaturesCol(),
-            None if self.getTask() in ("reconstruction", "next_step") else self.getLabelCol(),
-            self._validation_flag(),
-            self.getDataDir(),
-        )
-
-    def _architecture_for(self, shape: tuple[int, ...]):
-        """The architecture to build for inputs of ``shape`` (named estimators may choose by shape)."""
-        return self.getArchitecture()
-
-    def _spec(self, data, shape: tuple[int, ...], output_size: int) -> TrainSpec:
-        architecture = self._architecture_for(shape)
-        return TrainSpec(
-            data=data,
-            architecture=architecture if isinstance(architecture, str) else _pickle_factory(architecture),
-            architectureParams=self._architecture_params(),
-            inputShape=shape,
-            outputSize=output_size,
-            task=self.getTask(),
-            lossFunction=self.getLossFunction() or DEFAULT_LOSS[self.getTask()],
-            optimizer=self.getOptimizer(),
-            learningRate=self.getLearningRate(),
-            momentum=self.getMomentum(),
-            weightDecay=self.getWeightDecay(),
-            epochs=self.getEpochs(),
-            batchSize=self.getBatchSize(),
-            seed=self.getSeed(),
-            gradientClipNorm=self.getGradientClipNorm(),
-            classWeights=tuple(self.getClassWeights()) if self.getClassWeights() else None,
-            earlyStoppingPatience=self.getEarlyStoppingPatience(),
-            earlyStoppingMetric=self.getEarlyStoppingMetric(),
-            checkpointDir=self.getCheckpointDir(),
-            resume=self.getResume(),
-            verbose=self.getVerbose(),
-            progressBar=bool(self.getVerbose()) and _interactive(),
-            initWeights=getattr(self, "_init_weights", None),
-            freeze=tuple(self.getFreeze()),
-            unfreezeAfterEpochs=self.getUnfreezeAfterEpochs(),
-            unfrozenLearningRate=self.getUnfrozenLearningRate(),
-            testHooks=dict(self._test_hooks),
-        )
-
-    def _check(self, dataset: DataFrame, summary: DataSummary | None = None):
-        """Everything that can be wrong, found before any training job: (summary, shape, outputSize, numProc)."""
+    def _plan(self, dataset: DataFrame, summary: Any = None) -> FitPlan:
+        """Everything that can be wrong, found before any training job."""
         self._validate_params()
         num_proc = self._num_proc(dataset)
         summary = summary or self._summarize(dataset)
         shape, output_size = self._shapes(dataset, summary)
         if summary.rows < num_proc:
             raise ValueError(f"numProc: expected at most one rank per row ({summary.rows} rows), found {num_proc}")
-        architecture = self._architecture_for(shape)
+        architecture, arguments = self._architecture_for(shape), self._architecture_params(summary)
         if isinstance(architecture, str):
             from sparkdl.nn.registry import check_kwargs
 
-            check_kwargs(architecture, self._architecture_params())
-        # Building the network once here surfaces its own argument errors before any job.
-        network = _build_network(self._spec(None, shape, output_size).__dict__, None)
-        self._check_transfer(network)
-        return summary, shape, output_size, num_proc
+            check_kwargs(architecture, arguments)
+        plan = FitPlan(summary, self._training_task(), shape, output_size, num_proc, architecture, arguments)
+        with GLOBAL_RNG_LOCK:  # initial weights come from torch's global generator
+            # Building the network once here surfaces its own argument errors before any job.
+            network = build_network(self._spec(None, plan))
+            return self._with_transfer(plan, network)
 
-    def _check_transfer(self, network) -> None:
+    def _with_transfer(self, plan: FitPlan, network) -> FitPlan:
         """Check ``freeze`` against the network; read and match the ``initFrom`` weights."""
         from sparkdl.training.transfer import is_frozen, match_weights
 
@@ -274,10 +232,9 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
         for prefix in self.getFreeze():
             if not any(is_frozen(name, [prefix]) for name in names):
                 raise ValueError(f"freeze: prefix {prefix!r} matches no parameter; the network's parameters are {names}")
-        self._init_weights, self._init_report = None, None
         paths = self.getInitFrom()
         if paths is None:
-            return
+            return plan
         sources = [_saved_weights(path) for path in ([paths] if isinstance(paths, str) else paths)]
         target = {name: tuple(tensor.shape) for name, tensor in network.state_dict().items()}
         weights, report = match_weights(target, sources, self.getInitFromMatch(), self.getInitFromPrefixes())
@@ -286,24 +243,47 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
                 f"initFrom: no saved tensor fits the network ({len(report['skipped'])} tried with "
                 f"initFromMatch={self.getInitFromMatch()!r}); try initFromMatch='order' or initFromPrefixes"
             )
-        self._init_weights, self._init_report = weights, report
+        return replace(plan, initWeights=weights, initReport=report)
 
-    def _train(self, data, shape, output_size, num_proc) -> "TorchModel":
-        spec = self._spec(data, shape, output_size)
-        result = get_backend(self.getBackend(), num_proc, self.getVerbose()).run(spec)
+    def _materialize(self, dataset: DataFrame, summary: Any):
+        """Write the training columns to Parquet; a context manager that deletes them."""
+        has_label = self._training_task().has_label
+        return materialize(
+            dataset, self.getFeaturesCol(), self.getLabelCol() if has_label else None, self._validation_flag(), self.getDataDir()
+        )
+
+    def _spec(self, data, plan: FitPlan) -> TrainSpec:
+        """The plain data every rank receives: the declared training Params, copied by name, and the plan."""
+        architecture = plan.architecture
+        return TrainSpec(
+            data=data,
+            architecture=architecture if isinstance(architecture, str) else _pickle_factory(architecture),
+            architectureParams=plan.architectureParams,
+            inputShape=plan.inputShape,
+            outputSize=plan.outputSize,
+            task=plan.task,
+            progressBar=bool(self.getVerbose()) and _interactive(),
+            initWeights=plan.initWeights,
+            testHooks=dict(self._test_hooks),
+            **training_values(self.getOrDefault),
+        )
+
+    def _train(self, data, plan: FitPlan) -> "TorchModel":
+        spec = self._spec(data, plan)
+        result = get_backend(self.getBackend(), plan.numProc, self.getVerbose()).run(spec)
         model = (self._model_class or TorchModel)._from_training(spec, result)
-        model.initReport = self._init_report
-        if self._init_report and self.getVerbose():
+        model.initReport = plan.initReport
+        if plan.initReport and self.getVerbose():
             from sparkdl.training.transfer import format_report
 
-            print(format_report(self._init_report), flush=True)
+            print(format_report(plan.initReport), flush=True)
         self._copyValues(model)
         return model
 
     def _fit(self, dataset: DataFrame) -> "TorchModel":
-        _, shape, output_size, num_proc = self._check(dataset)
-        with self._materialize(dataset) as data:
-            return self._train(data, shape, output_size, num_proc)
+        plan = self._plan(dataset)
+        with self._materialize(dataset, plan.summary) as data:
+            return self._train(data, plan)
 
     def fitMultiple(self, dataset: DataFrame, paramMaps):
         """Fit one model per param map, materialising the training data once for all of them.
@@ -376,15 +356,14 @@ class _SharedDataFits:
             try:
                 if self.data is None:
                     self.summary = self.owner._summarize(self.dataset)
-                    self.context = self.owner._materialize(self.dataset)
+                    self.context = self.owner._materialize(self.dataset, self.summary)
                     self.data = self.context.__enter__()
             except BaseException:
                 self.close()
                 raise
         estimator = self.estimators[index]
         try:
-            _, shape, output_size, num_proc = estimator._check(self.dataset, self.summary)
-            model = estimator._train(self.data, shape, output_size, num_proc)
+            model = estimator._train(self.data, estimator._plan(self.dataset, self.summary))
         except BaseException:
             self.close()
             raise
@@ -406,24 +385,22 @@ class _SharedDataFits:
 class NamedTorchEstimator(TorchEstimator):
     """An estimator with a fixed architecture and task whose arguments are Params of its own.
 
-    Subclasses set ``_architecture_name``, ``_task``, ``_model_class`` and
+    Subclasses set ``_architecture_name``, ``_task_name``, ``_model_class`` and
     ``_architecture_param_names`` (their own Params passed to the architecture).
     """
 
     _architecture_name = "mlp"
-    _task = "classification"
+    _task_name = "classification"
     _architecture_param_names: tuple[str, ...] = ()
     _defaults: dict[str, Any] = {}  # shared Params whose default differs here, e.g. {"labelCol": "target"}
 
-    @keyword_only
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs = self._input_kwargs  # read before super().__init__ can replace it
+    def __init__(self, **params: Any) -> None:
         super().__init__()
-        self._setDefault(architecture=self._architecture_name, task=self._task, **self._defaults)
-        self._set(**kwargs)
+        self._setDefault(architecture=self._architecture_name, task=self._task_name, **self._defaults)
+        self._set(**params)
 
-    def _architecture_params(self) -> dict[str, Any]:
-        params = super()._architecture_params()
+    def _architecture_params(self, summary: Any) -> dict[str, Any]:
+        params = super()._architecture_params(summary)
         for name in self._architecture_param_names:
             params.setdefault(name, self.getOrDefault(name))
         return params

@@ -8,24 +8,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param import Params
 
 from sparkdl.estimators.base import NamedTorchEstimator, TorchModel
-from sparkdl.estimators.params import add_accessors
+from sparkdl.estimators.params import declare, declared_defaults, stage
+from sparkdl.training.declared import Declared, to_int, to_int_list, to_string
 
 
+@declare(
+    Declared("filters", "output channels of each convolution", to_int_list, [20, 50]),
+    Declared("kernelSize", "width of the convolution kernels", to_int, 5),
+    Declared("padding", "same or valid (1-D also causal)", to_string, "same"),
+    Declared("poolSize", "max-pooling window after each 2-D convolution", to_int, 2),
+    Declared("denseUnits", "width of the dense layer before the output (1-D: 0 for none)", to_int, 500),
+    Declared("stride", "stride of the 1-D convolutions", to_int, 1),
+    Declared("dilation", "dilation of the 1-D convolutions", to_int, 1),
+)
 class _CNNParams(Params):
-    filters = Param(Params._dummy(), "filters", "output channels of each convolution", typeConverter=TypeConverters.toListInt)
-    kernelSize = Param(Params._dummy(), "kernelSize", "width of the convolution kernels", typeConverter=TypeConverters.toInt)
-    padding = Param(Params._dummy(), "padding", "same or valid (1-D also causal)", typeConverter=TypeConverters.toString)
-    poolSize = Param(Params._dummy(), "poolSize", "max-pooling window after each 2-D convolution", typeConverter=TypeConverters.toInt)
-    denseUnits = Param(Params._dummy(), "denseUnits", "width of the dense layer before the output (1-D: 0 for none)", typeConverter=TypeConverters.toInt)
-    stride = Param(Params._dummy(), "stride", "stride of the 1-D convolutions", typeConverter=TypeConverters.toInt)
-    dilation = Param(Params._dummy(), "dilation", "dilation of the 1-D convolutions", typeConverter=TypeConverters.toInt)
-
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._setDefault(filters=[20, 50], kernelSize=5, padding="same", poolSize=2, denseUnits=500, stride=1, dilation=1)
+        declared_defaults(self, _CNNParams)
 
 
 class _CNNEstimator(NamedTorchEstimator, _CNNParams):
@@ -44,8 +46,8 @@ class _CNNEstimator(NamedTorchEstimator, _CNNParams):
                 f"inputShape: expected [channels, h, w] (images) or [channels, length] (signals), found {shape}"
             )
 
-    def _architecture_params(self) -> dict[str, Any]:
-        params = super()._architecture_params()
+    def _architecture_params(self, summary) -> dict[str, Any]:
+        params = super()._architecture_params(summary)
         names = ["filters", "kernelSize", "padding", "denseUnits"]
         names += ["stride", "dilation"] if len(self.getInputShape()) == 2 else ["poolSize"]
         for name in names:
@@ -53,12 +55,21 @@ class _CNNEstimator(NamedTorchEstimator, _CNNParams):
         return params
 
 
-@add_accessors
+@stage
 class CNNClassifierModel(TorchModel, _CNNParams):
-    """A fitted ``CNNClassifier``."""
+    """A fitted ``CNNClassifier``.
+
+    >>> from sparkdl.datasets import digits
+    >>> from sparkdl.estimators import CNNClassifier
+    >>> df = digits(spark).limit(100)
+    >>> model = CNNClassifier(inputShape=[1, 8, 8], filters=[4, 8], kernelSize=3, denseUnits=16,
+    ...                       epochs=1, backend="local", verbose=0).fit(df)
+    >>> model.architectureSpec["architecture"], model.numClasses
+    ('lenet', 10)
+    """
 
 
-@add_accessors
+@stage
 class CNNClassifier(_CNNEstimator):
     """A convolutional classifier; ``inputShape`` is required.
 
@@ -66,27 +77,47 @@ class CNNClassifier(_CNNEstimator):
     -> dense 500 -> ReLU -> classes, for ``[channels, h, w]``; a stack of 1-D
     convolutions with global pooling for ``[channels, length]``.
 
+    >>> from sparkdl.datasets import digits
     >>> from sparkdl.estimators import CNNClassifier
-    >>> clf = CNNClassifier(inputShape=[1, 8, 8], epochs=15, numProc=2)
-    >>> model = clf.fit(digits_train)
+    >>> df = digits(spark).limit(100)               # 8x8 images, one channel
+    >>> clf = CNNClassifier(inputShape=[1, 8, 8], filters=[4, 8], kernelSize=3, denseUnits=16,
+    ...                     epochs=2, backend="local", verbose=0)
+    >>> model = clf.fit(df)
+    >>> sorted(model.transform(df).columns)
+    ['features', 'label', 'prediction', 'probability', 'rawPrediction']
     """
 
     _model_class = CNNClassifierModel
-    _task = "classification"
+    _task_name = "classification"
 
 
-@add_accessors
+@stage
 class CNNRegressorModel(TorchModel, _CNNParams):
-    """A fitted ``CNNRegressor``."""
+    """A fitted ``CNNRegressor``.
+
+    >>> from sparkdl.estimators import CNNRegressor
+    >>> df = spark.createDataFrame([([float(i + t) for t in range(16)], float(i)) for i in range(16)],
+    ...                            "features array<double>, label double")
+    >>> model = CNNRegressor(inputShape=[1, 16], filters=[4], kernelSize=3, denseUnits=0,
+    ...                      epochs=1, backend="local", verbose=0).fit(df)
+    >>> model.architectureSpec["architecture"], model.transform(df).select("prediction").dtypes
+    ('conv1d', [('prediction', 'double')])
+    """
 
 
-@add_accessors
+@stage
 class CNNRegressor(_CNNEstimator):
     """A convolutional regressor (same networks as ``CNNClassifier``).
 
+    >>> import math
     >>> from sparkdl.estimators import CNNRegressor
-    >>> model = CNNRegressor(inputShape=[1, 256], filters=[16, 16], kernelSize=3).fit(signals)
+    >>> signals = spark.createDataFrame([([math.sin(0.2 * (i + t)) for t in range(32)], math.sin(0.2 * (i + 32)))
+    ...                                  for i in range(48)], "features array<double>, label double")
+    >>> model = CNNRegressor(inputShape=[1, 32], filters=[4, 4], kernelSize=3, denseUnits=8,
+    ...                      epochs=2, backend="local", verbose=0).fit(signals)
+    >>> model.transform(signals).select("prediction").count()
+    48
     """
 
     _model_class = CNNRegressorModel
-    _task = "regression"
+    _task_name = "regression"

@@ -38,6 +38,23 @@ VECTOR_TYPE = pa.struct(
 FLOAT_LIST = pa.list_(pa.field("element", pa.float32()))
 
 
+class Shipped:
+    """A value that travels inside the task closure, for sessions without broadcasts (Spark Connect)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def share(spark, value: Any):
+    """``value`` for every task of ``spark``'s jobs: a broadcast (sent once per executor) where the
+    session has a SparkContext, else shipped with the tasks; either way read as ``.value``."""
+    try:
+        context = spark.sparkContext
+    except Exception:  # a Spark Connect session has no SparkContext
+        return Shipped(value)
+    return context.broadcast(value)
+
+
 def cached_network(key: str, load: Callable[[], Any]):
     """The network for ``key``, built by ``load()`` on first use in this worker."""
     with _cache_lock:

@@ -2,32 +2,42 @@
 
 from __future__ import annotations
 
-from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param import Params
 
 from sparkdl.estimators.base import NamedTorchEstimator, TorchModel
-from sparkdl.estimators.params import add_accessors
+from sparkdl.estimators.params import declare, declared_defaults, stage
+from sparkdl.training.declared import Declared, to_bool, to_int_list, to_string
 
 
+@declare(
+    Declared("hiddenLayers", "widths of the hidden layers", to_int_list, [100]),
+    Declared("activation", "relu, tanh, sigmoid or gelu", to_string, "relu"),
+    Declared("blockType", "plain, residual, highway or dense", to_string, "plain"),
+    Declared("batchNorm", "batch normalisation after each hidden layer", to_bool, False),
+)
 class _MLPParams(Params):
-    hiddenLayers = Param(Params._dummy(), "hiddenLayers", "widths of the hidden layers", typeConverter=TypeConverters.toListInt)
-    activation = Param(Params._dummy(), "activation", "relu, tanh, sigmoid or gelu", typeConverter=TypeConverters.toString)
-    blockType = Param(Params._dummy(), "blockType", "plain, residual, highway or dense", typeConverter=TypeConverters.toString)
-    batchNorm = Param(Params._dummy(), "batchNorm", "batch normalisation after each hidden layer", typeConverter=TypeConverters.toBoolean)
-
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._setDefault(hiddenLayers=[100], activation="relu", blockType="plain", batchNorm=False)
+        declared_defaults(self, _MLPParams)
 
 
 MLP_ARGUMENTS = ("hiddenLayers", "activation", "blockType", "batchNorm")
 
 
-@add_accessors
+@stage
 class MLPClassifierModel(TorchModel, _MLPParams):
-    """A fitted ``MLPClassifier``: adds ``prediction``, ``rawPrediction`` and ``probability``."""
+    """A fitted ``MLPClassifier``: adds ``prediction``, ``rawPrediction`` and ``probability``.
+
+    >>> from sparkdl.datasets import digits
+    >>> from sparkdl.estimators import MLPClassifier
+    >>> df = digits(spark).limit(100)
+    >>> model = MLPClassifier(hiddenLayers=[16], epochs=1, backend="local", verbose=0).fit(df)
+    >>> type(model).__name__, model.numClasses
+    ('MLPClassifierModel', 10)
+    """
 
 
-@add_accessors
+@stage
 class MLPClassifier(NamedTorchEstimator, _MLPParams):
     """A multi-layer perceptron classifier trained data-parallel on Spark.
 
@@ -35,29 +45,43 @@ class MLPClassifier(NamedTorchEstimator, _MLPParams):
     array<float>/array<double> or MLlib vectors. ``blockType`` picks plain,
     residual, highway or densely connected hidden blocks.
 
+    >>> from sparkdl.datasets import digits
     >>> from sparkdl.estimators import MLPClassifier
-    >>> clf = MLPClassifier(hiddenLayers=[64, 64], epochs=20, numProc=2)
-    >>> model = clf.fit(train)                       # horovod, 2 ranks
-    >>> model.transform(test).select("label", "prediction").show(3)
+    >>> df = digits(spark).limit(100)               # features: 64 pixels, label: 0..9
+    >>> clf = MLPClassifier(hiddenLayers=[16, 16], blockType="residual", epochs=2, backend="local", verbose=0)
+    >>> model = clf.fit(df)                         # backend="horovod", numProc=2: two ranks
+    >>> model.transform(df).select("label", "prediction").count()
+    100
     """
 
     _model_class = MLPClassifierModel
-    _architecture_name, _task, _architecture_param_names = "mlp", "classification", MLP_ARGUMENTS
+    _architecture_name, _task_name, _architecture_param_names = "mlp", "classification", MLP_ARGUMENTS
 
 
-@add_accessors
+@stage
 class MLPRegressorModel(TorchModel, _MLPParams):
-    """A fitted ``MLPRegressor``: adds ``prediction`` (double, or array<float> for array labels)."""
+    """A fitted ``MLPRegressor``: adds ``prediction`` (double, or array<float> for array labels).
+
+    >>> from sparkdl.estimators import MLPRegressor
+    >>> df = spark.createDataFrame([([x / 8], [x / 4, -x / 4]) for x in range(16)],
+    ...                            "features array<double>, label array<double>")
+    >>> model = MLPRegressor(hiddenLayers=[4], epochs=1, backend="local", verbose=0).fit(df)
+    >>> model.transform(df).select("prediction").dtypes      # two outputs
+    [('prediction', 'array<float>')]
+    """
 
 
-@add_accessors
+@stage
 class MLPRegressor(NamedTorchEstimator, _MLPParams):
     """A multi-layer perceptron regressor; the label is a number or an array (several outputs).
 
     >>> from sparkdl.estimators import MLPRegressor
-    >>> model = MLPRegressor(hiddenLayers=[32], epochs=30, backend="local").fit(df)
-    >>> model.transform(df).select("label", "prediction").show(3)
+    >>> df = spark.createDataFrame([([x / 32, 1 - x / 32], 2 * x / 32) for x in range(32)],
+    ...                            "features array<double>, label double")
+    >>> model = MLPRegressor(hiddenLayers=[8], epochs=2, backend="local", verbose=0).fit(df)
+    >>> model.transform(df).select("label", "prediction").dtypes
+    [('label', 'double'), ('prediction', 'double')]
     """
 
     _model_class = MLPRegressorModel
-    _architecture_name, _task, _architecture_param_names = "mlp", "regression", MLP_ARGUMENTS
+    _architecture_name, _task_name, _architecture_param_names = "mlp", "regression", MLP_ARGUMENTS

@@ -15,13 +15,12 @@ from typing import Any
 
 import numpy as np
 from pyspark.ml import Model
-from pyspark.ml.linalg import VectorUDT
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from sparkdl.data.schema import check_features_type
 from sparkdl.estimators import inference
-from sparkdl.estimators.params import TorchParams, add_accessors
+from sparkdl.estimators.params import TorchParams, declarations, stage
 from sparkdl.estimators.persistence import (
     HISTORY,
     SavedWithoutPickle,
@@ -34,19 +33,34 @@ from sparkdl.estimators.persistence import (
     set_params,
 )
 from sparkdl.training.spec import TrainSpec
+from sparkdl.training.tasks import Task, get_task
 
 
-@add_accessors
+@stage
 class TorchModel(Model, TorchParams, SavedWithoutPickle):
     """A fitted torch network as a Spark Transformer.
 
     ``transform`` adds, for classification, ``prediction`` (double) and
     ``rawPrediction``/``probability`` (MLlib vectors); for regression,
     ``prediction`` (double, or array<float> for several outputs).
+
+    Any saved model loads with ``TorchModel.load``, as the class it was saved from:
+
+    >>> import os, tempfile
+    >>> from sparkdl.datasets import digits
+    >>> from sparkdl.estimators import MLPClassifier, TorchModel
+    >>> df = digits(spark).limit(100)
+    >>> model = MLPClassifier(hiddenLayers=[8], epochs=1, backend="local", verbose=0).fit(df)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     model.save(os.path.join(tmp, "mlp"))
+    ...     loaded = TorchModel.load(os.path.join(tmp, "mlp"))
+    >>> type(loaded).__name__, loaded.transform(df).select("prediction").count()
+    ('MLPClassifierModel', 100)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, **params: Any) -> None:
         super().__init__()
+        self._set(**params)
         self.weights: dict[str, np.ndarray] = {}
         self.architectureSpec: dict[str, Any] = {}
         self.history: list[dict[str, float]] = []
@@ -66,7 +80,7 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
             "architectureParams": spec.architectureParams,
             "inputShape": list(spec.inputShape),
             "outputSize": spec.outputSize,
-            "task": spec.task,
+            "task": spec.task.name,
         }
         model.history = result.history
         model.bestEpoch = result.bestEpoch
@@ -75,10 +89,13 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
         model.epochsRun = result.epochsRun
         return model
 
+    def _trained_task(self) -> Task:
+        """What the network was trained to do (its output columns come from it)."""
+        return get_task(self.architectureSpec["task"])
+
     @property
     def numClasses(self) -> int | None:
-        spec = self.architectureSpec
-        return spec["outputSize"] if spec.get("task") == "classification" else None
+        return self.architectureSpec["outputSize"] if self._trained_task().is_classifier else None
 
     def network(self):
         """A torch module holding the fitted weights, in eval mode."""
@@ -128,25 +145,24 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
         return model
 
     # -- transform ----------------------------------------------------------------
-    def _payload(self):
+    def _payload(self, spark):
         if self._broadcast is None:
-            from pyspark import SparkContext
-
-            self._broadcast = SparkContext.getOrCreate().broadcast((self.architectureSpec, self.weights))
+            self._broadcast = inference.share(spark, (self.architectureSpec, self.weights))
         return self._broadcast
 
     def _output_columns(self) -> list[tuple[str, str, Any, T.DataType]]:
         """(network output, column name, Arrow encoder, Spark type) for each added column."""
-        if self.architectureSpec["task"] == "classification":
-            columns = [
-                ("raw", self.getRawPredictionCol(), inference.dense_vectors, VectorUDT()),
-                ("probability", self.getProbabilityCol(), inference.dense_vectors, VectorUDT()),
-                ("prediction", self.getPredictionCol(), inference.doubles, T.DoubleType()),
-            ]
-            return [c for c in columns if c[1]]
-        if self.architectureSpec["outputSize"] == 1:
-            return [("prediction", self.getPredictionCol(), inference.doubles, T.DoubleType())]
-        return [("prediction", self.getPredictionCol(), inference.float_lists, T.ArrayType(T.FloatType()))]
+        return self._trained_task().output_columns(self)
+
+    def _checked_thresholds(self) -> list[float] | None:
+        thresholds = self.getThresholds()
+        if thresholds is None:
+            return None
+        if not self._trained_task().is_classifier or len(thresholds) != self.numClasses:
+            expected = f"one value per class ({self.numClasses})" if self._trained_task().is_classifier else f"None for task {self.architectureSpec['task']!r}"
+            raise ValueError(f"thresholds: expected {expected}, found {thresholds}")
+        declarations(type(self))["thresholds"].check("thresholds", thresholds)
+        return thresholds
 
     def _network_input(self, dataset: DataFrame) -> tuple[DataFrame, str]:
         """The frame and column the network reads (models that combine columns override this)."""
@@ -161,10 +177,10 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
             if name in dataset.columns:
                 raise ValueError(f"output column {name!r} already exists in the DataFrame; choose another name")
         schema = T.StructType(dataset.schema.fields + [T.StructField(name, t, True) for _, name, _, t in columns])
-        payload, key = self._payload(), f"{self.uid}-{id(self.weights)}"
+        payload, key = self._payload(dataset.sparkSession), f"{self.uid}-{id(self.weights)}"
         shape = tuple(self.architectureSpec["inputShape"])
         width = math.prod(shape)
-        batch_size, task = self.getInferenceBatchSize(), self.architectureSpec["task"]
+        batch_size, task, thresholds = self.getInferenceBatchSize(), self._trained_task(), self._checked_thresholds()
         outputs = [(k, name, encode) for k, name, encode, _ in columns]
         label = f"featuresCol column {self.getFeaturesCol()!r}"
 
@@ -177,7 +193,7 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
             net = inference.cached_network(key, lambda: _build_network(*payload.value))
             return inference.predict_batches(
                 batches, features=features, width=width, batch_size=batch_size,
-                network=lambda x: _forward(net, x.reshape(-1, *shape), task), outputs=outputs, label=label,
+                network=lambda x: _forward(net, x.reshape(-1, *shape), task, thresholds), outputs=outputs, label=label,
             )
 
         result = dataset.mapInArrow(run, schema)
@@ -204,33 +220,11 @@ def _build_network(spec: dict[str, Any], weights: dict[str, np.ndarray] | None):
     return net.eval()
 
 
-def _forward(net, x: np.ndarray, task: str) -> dict[str, np.ndarray]:
+def _forward(net, x: np.ndarray, task: Task, thresholds: list[float] | None = None) -> dict[str, np.ndarray]:
     """Named numpy outputs of ``net`` for one chunk of shaped inputs."""
     import torch
 
     with torch.inference_mode(), warnings.catch_warnings():
         # Arrow buffers are read-only; inference never writes to its input.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        out = net(torch.from_numpy(x))
-        if task == "classification":
-            return {
-                "raw": out.numpy(),
-                "probability": torch.softmax(out, dim=1).numpy(),
-                "prediction": out.argmax(dim=1).numpy().astype(np.float64),
-            }
-        if task == "next_step":  # out: (rows, T, classes); out[:, t] predicts class t + 1
-            log_p = torch.log_softmax(out, dim=-1)
-            classes = net.split_input(torch.from_numpy(x))[0]
-            scored = log_p[:, :-1].gather(2, classes[:, 1:].unsqueeze(-1)).squeeze(-1)
-            return {
-                "prediction": out[:, -1].argmax(dim=-1).numpy().astype(np.float64),
-                "logLikelihood": scored.sum(dim=1).double().numpy(),
-            }
-        flat = out.reshape(len(x), -1)
-        if task == "reconstruction":
-            error = ((flat - torch.from_numpy(x).reshape(len(x), -1)) ** 2).mean(dim=1)
-            outputs = {"reconstruction": flat.numpy(), "reconstructionError": error.numpy()}
-            if hasattr(net, "encode"):
-                outputs["embedding"] = net.encode(torch.from_numpy(x)).reshape(len(x), -1).numpy()
-            return outputs
-        return {"prediction": flat[:, 0].numpy() if flat.shape[1] == 1 else flat.numpy()}
+        return task.outputs(net, torch.from_numpy(x), thresholds)

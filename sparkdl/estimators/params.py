@@ -1,66 +1,42 @@
-"""Params shared by every sparkdl estimator and model, declared once with their defaults.
+"""Params shared by every sparkdl estimator and model, each declared once with its default.
 
 Follows pyspark.ml: camelCase names, a type converter and a doc string per
-Param, ``setX``/``getX`` accessors, defaults set in one place.
+Param, ``setX``/``getX`` accessors, defaults set in one place, explicit
+keyword signatures. A declaration (``sparkdl.training.declared.Declared``)
+also carries the Param's constraint, checked generically by
+``check_declared``; the training Params (``sparkdl.training.spec.TRAINING``)
+are also the fields of the spec that travels to the ranks.
 """
 
 from __future__ import annotations
 
-from pyspark.ml.param import Param, Params, TypeConverters
+import inspect
+from typing import Any, Callable
+
+from pyspark.ml.param import Param, Params
 from pyspark.ml.param.shared import (
     HasFeaturesCol,
     HasLabelCol,
     HasPredictionCol,
     HasProbabilityCol,
     HasRawPredictionCol,
-    HasSeed,
 )
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adadelta")
-BACKENDS = ("horovod", "torch_distributor", "local")
-TASKS = ("classification", "regression", "reconstruction", "next_step", "seq2seq")
-INIT_MATCH_MODES = ("name", "order")
-
-
-def _param(name: str, doc: str, converter) -> Param:
-    return Param(Params._dummy(), name, doc, typeConverter=converter)
-
-
-def _to_optional_float_list(value):
-    return None if value is None else TypeConverters.toListFloat(value)
-
-
-def _to_int_list(value):
-    return TypeConverters.toListInt(value)
-
-
-def _to_dict(value):
-    if not isinstance(value, dict):
-        raise TypeError(f"expected a dict, found {type(value).__name__}")
-    return dict(value)
-
-
-def _to_optional_string(value):
-    return None if value is None else TypeConverters.toString(value)
-
-
-def _to_optional_float(value):
-    return None if value is None else TypeConverters.toFloat(value)
-
-
-def _to_optional_int(value):
-    return None if value is None else TypeConverters.toInt(value)
-
-
-def _to_optional_paths(value):
-    """None, one path, or a list of paths."""
-    if value is None or isinstance(value, str):
-        return value
-    return TypeConverters.toListString(value)
-
-
-def _to_string_list(value):
-    return [] if value is None else TypeConverters.toListString(value)
+from sparkdl.training.declared import (
+    Declared,
+    Interval,
+    Options,
+    optional,
+    to_dict,
+    to_float,
+    to_float_list,
+    to_int,
+    to_int_list,
+    to_paths,
+    to_string,
+    to_string_list,
+)
+from sparkdl.training.spec import POSITIVE, POSITIVE_OR_NONE, TRAINING, _names
 
 
 def _to_architecture(value):
@@ -70,96 +46,136 @@ def _to_architecture(value):
     raise TypeError(f"architecture: expected a registered name or a module factory, found {type(value).__name__}")
 
 
-class TorchParams(
-    HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabilityCol, HasRawPredictionCol, HasSeed
-):
-    """The Params every sparkdl estimator and model has."""
+def _check_thresholds(name: str, value: list[float] | None) -> None:
+    if value is None:
+        return
+    if not all(0 <= t < float("inf") for t in value) or sum(t == 0 for t in value) > 1:
+        raise ValueError(f"{name}: expected finite values >= 0 with at most one zero, found {value}")
 
-    architecture = _param("architecture", "registered architecture name, or a callable returning a torch.nn.Module", _to_architecture)
-    architectureParams = _param("architectureParams", "JSON-serialisable keyword arguments of the architecture", _to_dict)
-    task = _param("task", f"one of {list(TASKS)}", TypeConverters.toString)
-    inputShape = _param("inputShape", "shape of one example, e.g. [timesteps, features] or [channels, h, w]; the flat features are reshaped to it (default: [number of features])", _to_int_list)
-    epochs = _param("epochs", "number of full passes over the training data (> 0)", TypeConverters.toInt)
-    batchSize = _param("batchSize", "mini-batch size per rank (> 0)", TypeConverters.toInt)
-    optimizer = _param("optimizer", f"one of {list(OPTIMIZERS)}", TypeConverters.toString)
-    learningRate = _param("learningRate", "step size of the optimizer (> 0)", TypeConverters.toFloat)
-    momentum = _param("momentum", "momentum of the sgd optimizer (>= 0)", TypeConverters.toFloat)
-    weightDecay = _param("weightDecay", "L2 penalty applied by the optimizer (>= 0)", TypeConverters.toFloat)
-    dropout = _param("dropout", "dropout probability of the architecture, in [0, 1)", TypeConverters.toFloat)
-    gradientClipNorm = _param("gradientClipNorm", "clip the gradient's global L2 norm to this value (None: no clipping)", _to_optional_float)
-    lossFunction = _param("lossFunction", "loss: cross_entropy, mse, l1, huber or bce (None: the task's default)", _to_optional_string)
-    classWeights = _param("classWeights", "weight of each class in the cross-entropy loss (None: equal)", _to_optional_float_list)
-    validationFraction = _param("validationFraction", "fraction of rows held out for validation after each epoch, in [0, 1)", TypeConverters.toFloat)
-    validationCol = _param("validationCol", "boolean column marking validation rows (overrides validationFraction)", _to_optional_string)
-    earlyStoppingPatience = _param("earlyStoppingPatience", "stop after this many epochs without improvement of earlyStoppingMetric (None: never)", _to_optional_int)
-    earlyStoppingMetric = _param("earlyStoppingMetric", "validation metric that early stopping watches: val_loss, val_accuracy or val_rmse", TypeConverters.toString)
-    numProc = _param("numProc", "number of training processes (Horovod ranks); None: Spark's default parallelism", _to_optional_int)
-    backend = _param("backend", f"one of {list(BACKENDS)}", TypeConverters.toString)
-    checkpointDir = _param("checkpointDir", "directory for the checkpoint written after every epoch (None: no checkpoints)", _to_optional_string)
-    dataDir = _param("dataDir", "directory (path or file:// URL) for the materialised training data; sparkdl deletes only what it writes there (None: the Spark conf petastorm.spark.converter.parentCacheDirUrl, else a temporary directory)", _to_optional_string)
-    resume = _param("resume", "continue from the last checkpoint in checkpointDir", TypeConverters.toBoolean)
-    inferenceBatchSize = _param("inferenceBatchSize", "rows per forward pass in transform (> 0)", TypeConverters.toInt)
-    initFrom = _param("initFrom", "saved sparkdl model (path, or a list of paths) whose weights initialise the network wherever they fit; None: random initialisation", _to_optional_paths)
-    initFromMatch = _param("initFromMatch", "how saved tensors are paired with the network's: 'name' (same name and shape) or 'order' (definition order, each source continuing where the last stopped, up to its first shape mismatch)", TypeConverters.toString)
-    initFromPrefixes = _param("initFromPrefixes", "use only saved tensors whose names start with one of these, e.g. ['encoder.', 'code.'] for an autoencoder's encoder (empty: all)", _to_string_list)
-    freeze = _param("freeze", "parameter-name prefixes kept fixed during training, e.g. ['features.'] (empty: train everything)", _to_string_list)
-    unfreezeAfterEpochs = _param("unfreezeAfterEpochs", "train the frozen parameters too from this many epochs on (None: they stay frozen)", _to_optional_int)
-    unfrozenLearningRate = _param("unfrozenLearningRate", "learning rate of the parameters once unfrozen (None: learningRate)", _to_optional_float)
-    verbose = _param("verbose", "0: quiet, 1: one line per epoch, 2: also the backend's own logs", TypeConverters.toInt)
+
+ESTIMATOR = (
+    Declared("architecture", "registered architecture name, or a callable returning a torch.nn.Module", _to_architecture, "mlp"),
+    Declared("architectureParams", "JSON-serialisable keyword arguments of the architecture", to_dict, {}),
+    Declared("task", "classification, regression, reconstruction, next_step or seq2seq", to_string, "classification",
+             Options(source=_names("sparkdl.training.tasks", "TASKS"))),
+    Declared("inputShape", "shape of one example, e.g. [timesteps, features] or [channels, h, w]; the flat features are reshaped to it (default: [number of features])", optional(to_int_list), None),
+    Declared("dropout", "dropout probability of the architecture, in [0, 1)", to_float, 0.0, Interval(0, 1)),
+    Declared("validationFraction", "fraction of rows held out for validation after each epoch, in [0, 1)", to_float, 0.0, Interval(0, 1)),
+    Declared("validationCol", "boolean column marking validation rows (overrides validationFraction)", optional(to_string), None),
+    Declared("numProc", "number of training processes (Horovod ranks); None: Spark's default parallelism", optional(to_int), None, POSITIVE_OR_NONE),
+    Declared("backend", "auto (horovod when horovod.torch imports, else torch_distributor), horovod, torch_distributor or local", to_string, "auto",
+             Options(source=_names("sparkdl.training.backends", "BACKENDS"))),
+    Declared("dataDir", "directory (path or file:// URL) for the materialised training data; sparkdl deletes only what it writes there (None: the Spark conf spark.sparkdl.dataDir, else petastorm.spark.converter.parentCacheDirUrl, else a temporary directory)", optional(to_string), None),
+    Declared("inferenceBatchSize", "rows per forward pass in transform (> 0)", to_int, 1024, POSITIVE),
+    Declared("initFrom", "saved sparkdl model (path, or a list of paths) whose weights initialise the network wherever they fit; None: random initialisation", to_paths, None),
+    Declared("initFromMatch", "how saved tensors are paired with the network's: 'name' (same name and shape) or 'order' (definition order, each source continuing where the last stopped, up to its first shape mismatch)", to_string, "name", Options(("name", "order"))),
+    Declared("initFromPrefixes", "use only saved tensors whose names start with one of these, e.g. ['encoder.', 'code.'] for an autoencoder's encoder (empty: all)", to_string_list, []),
+    Declared("thresholds", "classifiers: the class with the largest probability / threshold is predicted, a class with threshold 0 always (MLlib's meaning); one value per class (None: the most probable class)", optional(to_float_list), None, _check_thresholds),
+)
+
+
+def declare(*declarations: Declared) -> Callable[[type], type]:
+    """Class decorator: each declaration becomes a pyspark ``Param`` class attribute.
+
+    Defaults are set by ``declared_defaults`` when an instance is made.
+    """
+
+    def add(cls: type) -> type:
+        for d in declarations:
+            setattr(cls, d.name, d.param())
+        cls._declarations = declarations
+        return cls
+
+    return add
+
+
+def declarations(cls: type) -> dict[str, Declared]:
+    """The declarations of ``cls`` and its bases by name; a subclass's own win."""
+    found: dict[str, Declared] = {}
+    for klass in reversed(cls.__mro__):
+        found.update((d.name, d) for d in vars(klass).get("_declarations", ()))
+    return found
+
+
+def declared_defaults(instance: Params, cls: type) -> None:
+    """Set the defaults of the Params declared on ``cls`` (call it from ``cls.__init__``)."""
+    instance._setDefault(**{d.name: d.default for d in vars(cls)["_declarations"]})
+
+
+def check_declared(instance: Params) -> None:
+    """Check every declared Param of ``instance`` against its constraint."""
+    for d in declarations(type(instance)).values():
+        if d.check is not None:
+            d.check(d.name, instance.getOrDefault(d.name))
+
+
+@declare(*TRAINING, *ESTIMATOR)
+class TorchParams(HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabilityCol, HasRawPredictionCol):
+    """The Params every sparkdl estimator and model has."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._setDefault(
-            architecture="mlp",
-            architectureParams={},
-            task="classification",
-            inputShape=None,
-            epochs=10,
-            batchSize=64,
-            optimizer="adam",
-            learningRate=0.001,
-            momentum=0.9,
-            weightDecay=0.0,
-            dropout=0.0,
-            gradientClipNorm=None,
-            lossFunction=None,
-            classWeights=None,
-            validationFraction=0.0,
-            validationCol=None,
-            earlyStoppingPatience=None,
-            earlyStoppingMetric="val_loss",
-            numProc=None,
-            backend="horovod",
-            checkpointDir=None,
-            resume=False,
-            dataDir=None,
-            inferenceBatchSize=1024,
-            verbose=1,
-            seed=0,
-            initFrom=None,
-            initFromMatch="name",
-            initFromPrefixes=[],
-            freeze=[],
-            unfreezeAfterEpochs=None,
-            unfrozenLearningRate=None,
-        )
+        declared_defaults(self, TorchParams)
 
 
-def add_accessors(cls):
+def add_accessors(cls: type) -> type:
     """Give ``cls`` a ``setX``/``getX`` pair for each of its Params that lacks one."""
-    for name in dir(cls):
-        param = getattr(cls, name, None)
-        if not isinstance(param, Param):
-            continue
+    inherited = {n for klass in cls.__mro__ for n in vars(klass)}
+    for name in param_names(cls):
         suffix = name[0].upper() + name[1:]
-        if not hasattr(cls, "get" + suffix):
+        if "get" + suffix not in inherited:
             setattr(cls, "get" + suffix, _getter(name))
-        if not hasattr(cls, "set" + suffix):
+        if "set" + suffix not in inherited:
             setattr(cls, "set" + suffix, _setter(name))
     return cls
 
 
-def _getter(name):
+def stage(cls: type) -> type:
+    """Finish a stage class: ``setX``/``getX`` for each Param, and explicit keyword signatures.
+
+    ``__init__`` and ``setParams`` take every Param as a keyword with its
+    default, so ``help(cls)``, ``inspect.signature`` and notebooks show
+    them; an unknown keyword is a TypeError naming it.
+    """
+    add_accessors(cls)
+    parent_init = cls.__init__
+
+    def __init__(self, **params: Any) -> None:
+        _reject_unknown(type(self), params)
+        parent_init(self, **params)
+
+    def setParams(self, **params: Any):
+        """Sets Params by keyword."""
+        _reject_unknown(type(self), params)
+        return self._set(**params)
+
+    signature = keyword_signature(cls)
+    __init__.__signature__ = signature  # type: ignore[attr-defined]
+    __init__.__doc__ = f"A {cls.__name__}; every Param is a keyword argument with its default."
+    setParams.__signature__ = signature  # type: ignore[attr-defined]
+    cls.__init__, cls.setParams = __init__, setParams
+    return cls
+
+
+def param_names(cls: type) -> list[str]:
+    return sorted(n for n in dir(cls) if isinstance(getattr(cls, n, None), Param))
+
+
+def keyword_signature(cls: type) -> inspect.Signature:
+    """``(self, *, name=default, ...)`` for every Param of ``cls``, alphabetically."""
+    defaults = {p.name: v for p, v in cls()._defaultParamMap.items()}  # a bare instance needs no Spark
+    parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    parameters += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(n)) for n in param_names(cls)]
+    return inspect.Signature(parameters)
+
+
+def _reject_unknown(cls: type, params: dict[str, Any]) -> None:
+    unknown = sorted(set(params) - set(param_names(cls)))
+    if unknown:
+        raise TypeError(f"{cls.__name__}: unexpected keyword argument(s) {unknown}; help({cls.__name__}) lists its Params")
+
+
+def _getter(name: str):
     def get(self):
         return self.getOrDefault(getattr(self, name))
 
@@ -168,10 +184,13 @@ def _getter(name):
     return get
 
 
-def _setter(name):
+def _setter(name: str):
     def set_(self, value):
         return self._set(**{name: value})
 
     set_.__name__ = f"set{name[0].upper()}{name[1:]}"
     set_.__doc__ = f"Sets the value of {name}."
     return set_
+
+
+__all__ = ["TorchParams", "add_accessors", "check_declared", "declarations", "declare", "declared_defaults", "stage"]

@@ -73,14 +73,13 @@ def _json_params(instance, param_map) -> dict[str, Any]:
 
 
 def metadata_json(instance, extra: dict[str, Any]) -> str:
-    from pyspark import SparkContext
+    import pyspark
 
-    sc = SparkContext.getOrCreate()
     return json.dumps(
         {
             "class": f"{type(instance).__module__}.{type(instance).__name__}",
             "timestamp": int(time.time() * 1000),
-            "sparkVersion": sc.version,
+            "sparkVersion": pyspark.__version__,
             "uid": instance.uid,
             "paramMap": _json_params(instance, instance._paramMap),
             "defaultParamMap": _json_params(instance, instance._defaultParamMap),

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -32,7 +31,9 @@ from sparkdl.data.schema import column_type
 from sparkdl.estimators import inference
 from sparkdl.estimators.base import NamedTorchEstimator, TorchModel
 from sparkdl.estimators.model import _build_network
-from sparkdl.estimators.params import _to_optional_int, _to_optional_string, add_accessors
+from sparkdl.estimators.params import check_declared, declare, declared_defaults, stage
+from sparkdl.training.spec import NON_NEGATIVE, POSITIVE, POSITIVE_OR_NONE
+from sparkdl.training.declared import Declared, Options, optional, to_bool, to_float, to_int, to_string
 
 FLAT = "__sparkdl_seq2seq_input"
 DECODINGS = ("greedy", "beam")
@@ -40,41 +41,28 @@ SEQ2SEQ_ARGUMENTS = ("embeddingDim", "hiddenSize", "cell", "bidirectional", "att
 INTEGRAL = (T.IntegerType, T.LongType, T.ShortType, T.ByteType)
 
 
+@declare(
+    Declared("embeddingDim", "size of the token embeddings", to_int, 64, POSITIVE),
+    Declared("hiddenSize", "units of the encoder (per direction) and decoder cells", to_int, 128, POSITIVE),
+    Declared("cell", "lstm or gru", to_string, "lstm"),
+    Declared("bidirectional", "read the source in both directions", to_bool, True),
+    Declared("attention", "dot, scaled_dot, additive or none", to_string, "scaled_dot"),
+    Declared("sourceVocabSize", "number of source ids (None: the largest id seen + 1)", optional(to_int), None),
+    Declared("targetVocabSize", "number of target ids (None: the largest id seen + 1)", optional(to_int), None),
+    Declared("padId", "reserved id of padding", to_int, 0),
+    Declared("startId", "reserved id that starts decoding", to_int, 1),
+    Declared("endId", "reserved id that ends a target", to_int, 2),
+    Declared("maxOutputLength", "most ids decoded per row, endId included (None: the longest training target)", optional(to_int), None, POSITIVE_OR_NONE),
+    Declared("decoding", "greedy or beam", to_string, "greedy", Options(DECODINGS)),
+    Declared("beamWidth", "hypotheses kept by beam search (> 0)", to_int, 4, POSITIVE),
+    Declared("lengthPenalty", "alpha of the length penalty ((5 + L) / 6)^alpha of beam search (>= 0)", to_float, 0.0, NON_NEGATIVE),
+    Declared("attentionCol", "output column of attention weights, one array over the source per output step (None: not produced)", optional(to_string), None),
+)
 class _Seq2SeqParams(HasInputCol, HasOutputCol):
-    embeddingDim = Param(Params._dummy(), "embeddingDim", "size of the token embeddings", typeConverter=TypeConverters.toInt)
-    hiddenSize = Param(Params._dummy(), "hiddenSize", "units of the encoder (per direction) and decoder cells", typeConverter=TypeConverters.toInt)
-    cell = Param(Params._dummy(), "cell", "lstm or gru", typeConverter=TypeConverters.toString)
-    bidirectional = Param(Params._dummy(), "bidirectional", "read the source in both directions", typeConverter=TypeConverters.toBoolean)
-    attention = Param(Params._dummy(), "attention", "dot, scaled_dot, additive or none", typeConverter=TypeConverters.toString)
-    sourceVocabSize = Param(Params._dummy(), "sourceVocabSize", "number of source ids (None: the largest id seen + 1)", typeConverter=_to_optional_int)
-    targetVocabSize = Param(Params._dummy(), "targetVocabSize", "number of target ids (None: the largest id seen + 1)", typeConverter=_to_optional_int)
-    padId = Param(Params._dummy(), "padId", "reserved id of padding", typeConverter=TypeConverters.toInt)
-    startId = Param(Params._dummy(), "startId", "reserved id that starts decoding", typeConverter=TypeConverters.toInt)
-    endId = Param(Params._dummy(), "endId", "reserved id that ends a target", typeConverter=TypeConverters.toInt)
-    maxOutputLength = Param(Params._dummy(), "maxOutputLength", "most ids decoded per row, endId included (None: the longest training target)", typeConverter=_to_optional_int)
-    decoding = Param(Params._dummy(), "decoding", "greedy or beam", typeConverter=TypeConverters.toString)
-    beamWidth = Param(Params._dummy(), "beamWidth", "hypotheses kept by beam search (> 0)", typeConverter=TypeConverters.toInt)
-    lengthPenalty = Param(Params._dummy(), "lengthPenalty", "alpha of the length penalty ((5 + L) / 6)^alpha of beam search (>= 0)", typeConverter=TypeConverters.toFloat)
-    attentionCol = Param(Params._dummy(), "attentionCol", "output column of attention weights, one array over the source per output step (None: not produced)", typeConverter=_to_optional_string)
-
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._setDefault(
-            inputCol="source", outputCol="prediction", embeddingDim=64, hiddenSize=128,
-            cell="lstm", bidirectional=True, attention="scaled_dot", sourceVocabSize=None, targetVocabSize=None,
-            padId=0, startId=1, endId=2, maxOutputLength=None, decoding="greedy", beamWidth=4, lengthPenalty=0.0,
-            attentionCol=None,
-        )
-
-    def _check_decoding_params(self) -> None:
-        if self.getDecoding() not in DECODINGS:
-            raise ValueError(f"decoding: expected one of {list(DECODINGS)}, found {self.getDecoding()!r}")
-        if self.getBeamWidth() < 1:
-            raise ValueError(f"beamWidth: expected a value > 0, found {self.getBeamWidth()}")
-        if self.getLengthPenalty() < 0:
-            raise ValueError(f"lengthPenalty: expected a value >= 0, found {self.getLengthPenalty()}")
-        if self.getMaxOutputLength() is not None and self.getMaxOutputLength() < 1:
-            raise ValueError(f"maxOutputLength: expected a value > 0 or None, found {self.getMaxOutputLength()}")
+        declared_defaults(self, _Seq2SeqParams)
+        self._setDefault(inputCol="source", outputCol="prediction")
 
     def _check_ids_column(self, dataset: DataFrame, column: str, param: str) -> None:
         data_type = column_type(dataset, column, param)
@@ -94,15 +82,20 @@ def _padded(column, length: int, pad_id: int):
     return F.slice(F.concat(column, F.array_repeat(F.lit(pad_id), length)), 1, length)
 
 
-@add_accessors
+@stage
 class Seq2SeqModel(TorchModel, _Seq2SeqParams):
     """A fitted ``Seq2Seq``: decodes ``inputCol`` into ``outputCol`` (greedy or beam search).
 
-    >>> model.setDecoding("beam").setBeamWidth(4).transform(test).select("source", "prediction").show(3)
+    >>> from sparkdl.datasets_seq2seq import DIGITS, as_dataframe, reverse_digits
+    >>> from sparkdl.estimators import Seq2Seq
+    >>> test = as_dataframe(spark, reverse_digits(16, maxLength=4, seed=1), DIGITS)
+    >>> model = Seq2Seq(embeddingDim=8, hiddenSize=8, epochs=1, backend="local", verbose=0).fit(test)
+    >>> model.setDecoding("beam").setBeamWidth(2).transform(test).select("source", "prediction").count()
+    16
     """
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
-        self._check_decoding_params()
+        check_declared(self)
         source = self.getInputCol()
         self._check_ids_column(dataset, source, "inputCol")
         added = [(self.getOutputCol(), T.ArrayType(T.IntegerType()))]
@@ -112,7 +105,7 @@ class Seq2SeqModel(TorchModel, _Seq2SeqParams):
             if name in dataset.columns:
                 raise ValueError(f"output column {name!r} already exists in the DataFrame; choose another name")
         schema = T.StructType(dataset.schema.fields + [T.StructField(name, t, True) for name, t in added])
-        payload, key = self._payload(), f"{self.uid}-{id(self.weights)}"
+        payload, key = self._payload(dataset.sparkSession), f"{self.uid}-{id(self.weights)}"
         arguments = self.architectureSpec["architectureParams"]
         options = {
             "decoding": self.getDecoding(), "beamWidth": self.getBeamWidth(), "lengthPenalty": self.getLengthPenalty(),
@@ -182,27 +175,25 @@ def _up_to_end(row: np.ndarray, pad_id: int, end_id: int) -> np.ndarray:
     return row[row != pad_id]
 
 
-@add_accessors
+@stage
 class Seq2Seq(NamedTorchEstimator, _Seq2SeqParams):
     """Encoder-decoder with attention over token ids, trained with teacher forcing on Spark.
 
     >>> from sparkdl.datasets_seq2seq import DIGITS, as_dataframe, reverse_digits
-    >>> train = as_dataframe(spark, reverse_digits(4000, seed=0), DIGITS)   # source, target: array<int>
-    >>> model = Seq2Seq(hiddenSize=64, attention="additive", epochs=15, numProc=2).fit(train)
-    >>> model.transform(test).select("sourceText", "prediction").show(3)
+    >>> from sparkdl.estimators import Seq2Seq
+    >>> train = as_dataframe(spark, reverse_digits(32, maxLength=4, seed=0), DIGITS)   # source, target: array<int>
+    >>> model = Seq2Seq(embeddingDim=8, hiddenSize=8, attention="additive", epochs=2, backend="local", verbose=0).fit(train)
+    >>> model.transform(train).select("sourceText", "prediction").dtypes
+    [('sourceText', 'string'), ('prediction', 'array<int>')]
     """
 
     _model_class = Seq2SeqModel
-    _architecture_name, _task = "seq2seq", "seq2seq"
+    _architecture_name, _task_name = "seq2seq", "seq2seq"
     _architecture_param_names = SEQ2SEQ_ARGUMENTS
     _defaults = {"labelCol": "target"}
 
     def _validate_params(self) -> None:
         super()._validate_params()
-        self._check_decoding_params()
-        for name in ("embeddingDim", "hiddenSize"):
-            if self.getOrDefault(name) < 1:
-                raise ValueError(f"{name}: expected a value > 0, found {self.getOrDefault(name)}")
         for name in ("sourceVocabSize", "targetVocabSize"):
             value = self.getOrDefault(name)
             if value is not None and value < 4:
@@ -261,21 +252,15 @@ class Seq2Seq(NamedTorchEstimator, _Seq2SeqParams):
         )
 
     def _shapes(self, dataset: DataFrame, summary):
-        self._lengths = summary
         return (summary.sourceLength + summary.targetLength,), summary.targetVocab
 
-    def _architecture_params(self) -> dict[str, Any]:
-        params = super()._architecture_params()
-        summary = getattr(self, "_lengths", None)
-        if summary is not None:
-            params.update(sourceVocabSize=summary.sourceVocab, maxSourceLength=summary.sourceLength,
-                          maxTargetLength=summary.targetLength)
-        return params
+    def _architecture_params(self, summary) -> dict[str, Any]:
+        return {**super()._architecture_params(summary), "sourceVocabSize": summary.sourceVocab,
+                "maxSourceLength": summary.sourceLength, "maxTargetLength": summary.targetLength}
 
-    def _materialize(self, dataset: DataFrame):
+    def _materialize(self, dataset: DataFrame, summary):
         from sparkdl.data.materialize import materialize
 
-        summary = getattr(self, "_lengths", None) or self._summarize(dataset)  # fitMultiple's owner has not checked
         pad = self.getPadId()
         flat = F.concat(
             _padded(F.col(self.getInputCol()).cast("array<int>"), summary.sourceLength, pad),

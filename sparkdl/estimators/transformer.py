@@ -7,29 +7,30 @@ Features are either float sequences flattened time-major (``inputShape=
 
 from __future__ import annotations
 
-from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param import Params
 from pyspark.sql import functions as F
 
 from sparkdl.estimators.base import NamedTorchEstimator, TorchModel
-from sparkdl.estimators.params import add_accessors
+from sparkdl.estimators.params import declare, declared_defaults, stage
+from sparkdl.training.declared import Declared, to_int, to_string
 
 TRANSFORMER_ARGUMENTS = ("dModel", "numHeads", "numLayers", "feedForward", "vocabSize", "padId", "pooling", "positional")
 
 
+@declare(
+    Declared("dModel", "width of the token states (a multiple of numHeads)", to_int, 64),
+    Declared("numHeads", "attention heads per layer", to_int, 4),
+    Declared("numLayers", "encoder layers", to_int, 2),
+    Declared("feedForward", "width of each layer's feed-forward network", to_int, 128),
+    Declared("vocabSize", "number of token ids when the features are ids (0: float features)", to_int, 0),
+    Declared("padId", "id of padding when the features are ids", to_int, 0),
+    Declared("pooling", "mean, cls or last: how the sequence becomes one vector", to_string, "mean"),
+    Declared("positional", "sinusoidal, learned or none position encodings", to_string, "sinusoidal"),
+)
 class _TransformerParams(Params):
-    dModel = Param(Params._dummy(), "dModel", "width of the token states (a multiple of numHeads)", typeConverter=TypeConverters.toInt)
-    numHeads = Param(Params._dummy(), "numHeads", "attention heads per layer", typeConverter=TypeConverters.toInt)
-    numLayers = Param(Params._dummy(), "numLayers", "encoder layers", typeConverter=TypeConverters.toInt)
-    feedForward = Param(Params._dummy(), "feedForward", "width of each layer's feed-forward network", typeConverter=TypeConverters.toInt)
-    vocabSize = Param(Params._dummy(), "vocabSize", "number of token ids when the features are ids (0: float features)", typeConverter=TypeConverters.toInt)
-    padId = Param(Params._dummy(), "padId", "id of padding when the features are ids", typeConverter=TypeConverters.toInt)
-    pooling = Param(Params._dummy(), "pooling", "mean, cls or last: how the sequence becomes one vector", typeConverter=TypeConverters.toString)
-    positional = Param(Params._dummy(), "positional", "sinusoidal, learned or none position encodings", typeConverter=TypeConverters.toString)
-
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._setDefault(dModel=64, numHeads=4, numLayers=2, feedForward=128, vocabSize=0, padId=0,
-                         pooling="mean", positional="sinusoidal")
+        declared_defaults(self, _TransformerParams)
 
 
 class _TransformerEstimator(NamedTorchEstimator, _TransformerParams):
@@ -53,40 +54,72 @@ class _TransformerEstimator(NamedTorchEstimator, _TransformerParams):
                 )
         return summary
 
-    def _architecture_params(self):
+    def _architecture_params(self, summary):
         # the estimator's dropout Param (default 0.0) is what the network gets
-        return {**super()._architecture_params(), "dropout": self.getDropout()}
+        return {**super()._architecture_params(summary), "dropout": self.getDropout()}
 
 
-@add_accessors
+@stage
 class TransformerClassifierModel(TorchModel, _TransformerParams):
-    """A fitted ``TransformerClassifier``: adds ``prediction``, ``rawPrediction`` and ``probability``."""
+    """A fitted ``TransformerClassifier``: adds ``prediction``, ``rawPrediction`` and ``probability``.
+
+    Token ids (``vocabSize > 0``, ``inputShape=[timesteps]``) work as well as float sequences:
+
+    >>> from sparkdl.estimators import TransformerClassifier
+    >>> df = spark.createDataFrame([([float(1 + (i + t) % 4) for t in range(6)], float(i % 2)) for i in range(16)],
+    ...                            "features array<double>, label double")
+    >>> model = TransformerClassifier(inputShape=[6], vocabSize=5, dModel=8, numHeads=2, numLayers=1,
+    ...                               feedForward=16, epochs=1, backend="local", verbose=0).fit(df)
+    >>> type(model).__name__, model.numClasses
+    ('TransformerClassifierModel', 2)
+    """
 
 
-@add_accessors
+@stage
 class TransformerClassifier(_TransformerEstimator):
     """Classify whole sequences with a Transformer encoder (multi-head self-attention).
 
-    >>> clf = TransformerClassifier(inputShape=[50, 1], dModel=32, numHeads=4, epochs=20, numProc=2)
-    >>> model = clf.fit(windows)            # features: 50 steps x 1 value, label: class 0..k-1
-    >>> model.transform(test).select("label", "prediction").show(3)
+    >>> from sparkdl.estimators import TransformerClassifier
+    >>> windows = spark.createDataFrame([([float((i + t) % 2) for t in range(8)], float(i % 2)) for i in range(32)],
+    ...                                 "features array<double>, label double")
+    >>> clf = TransformerClassifier(inputShape=[8, 1], dModel=8, numHeads=2, numLayers=1, feedForward=16,
+    ...                             epochs=2, backend="local", verbose=0)
+    >>> model = clf.fit(windows)            # features: 8 steps x 1 value, label: class 0..k-1
+    >>> model.transform(windows).select("label", "prediction").count()
+    32
     """
 
     _model_class = TransformerClassifierModel
-    _task = "classification"
+    _task_name = "classification"
 
 
-@add_accessors
+@stage
 class TransformerRegressorModel(TorchModel, _TransformerParams):
-    """A fitted ``TransformerRegressor``: adds ``prediction``."""
+    """A fitted ``TransformerRegressor``: adds ``prediction``.
+
+    >>> from sparkdl.estimators import TransformerRegressor
+    >>> df = spark.createDataFrame([([float(i + t) for t in range(4)], float(i + 4)) for i in range(16)],
+    ...                            "features array<double>, label double")
+    >>> model = TransformerRegressor(inputShape=[4, 1], dModel=8, numHeads=2, numLayers=1, feedForward=16,
+    ...                              epochs=1, backend="local", verbose=0).fit(df)
+    >>> model.transform(df).select("prediction").dtypes
+    [('prediction', 'double')]
+    """
 
 
-@add_accessors
+@stage
 class TransformerRegressor(_TransformerEstimator):
     """Regress a value (or several) from a whole sequence with a Transformer encoder.
 
-    >>> model = TransformerRegressor(inputShape=[24, 3], pooling="last", epochs=30).fit(windows)
+    >>> import math
+    >>> from sparkdl.estimators import TransformerRegressor
+    >>> windows = spark.createDataFrame([([math.sin(0.3 * (i + t // 2)) for t in range(12)], math.sin(0.3 * (i + 6)))
+    ...                                  for i in range(32)], "features array<double>, label double")
+    >>> model = TransformerRegressor(inputShape=[6, 2], pooling="last", dModel=8, numHeads=2, numLayers=1,
+    ...                              feedForward=16, epochs=2, backend="local", verbose=0).fit(windows)
+    >>> model.transform(windows).select("label", "prediction").count()
+    32
     """
 
     _model_class = TransformerRegressorModel
-    _task = "regression"
+    _task_name = "regression"

@@ -9,18 +9,20 @@ log, summed over the T - 1 scored steps); ``generate`` writes new audio.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param import Params
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sparkdl.data.schema import column_type, is_numeric_array
+from sparkdl.data.schema import DataSummary, column_type, is_numeric_array
 from sparkdl.estimators import inference
 from sparkdl.estimators.base import NamedTorchEstimator, TorchModel
-from sparkdl.estimators.params import _to_optional_int, _to_optional_string, add_accessors
+from sparkdl.estimators.params import declare, declared_defaults, stage
+from sparkdl.training.declared import Declared, Interval, optional, to_int, to_string
 
 NETWORK_INPUT = "__sparkdl_wavenet_input"
 WAVENET_ARGUMENTS = ("layersPerBlock", "blocks", "kernelSize", "residualChannels", "dilationChannels", "skipChannels")
@@ -39,22 +41,27 @@ def mulaw_decode(classes: np.ndarray, mu: int = 255) -> np.ndarray:
     return np.sign(y) / mu * ((1.0 + mu) ** np.abs(y) - 1.0)
 
 
-class _WaveNetParams(Params):
-    layersPerBlock = Param(Params._dummy(), "layersPerBlock", "dilated layers per block; dilations 1, 2, ..., 2^(layersPerBlock-1)", typeConverter=TypeConverters.toInt)
-    blocks = Param(Params._dummy(), "blocks", "times the block of dilations is repeated", typeConverter=TypeConverters.toInt)
-    kernelSize = Param(Params._dummy(), "kernelSize", "width of the causal convolutions", typeConverter=TypeConverters.toInt)
-    residualChannels = Param(Params._dummy(), "residualChannels", "channels of the residual stream", typeConverter=TypeConverters.toInt)
-    dilationChannels = Param(Params._dummy(), "dilationChannels", "channels of the gated units", typeConverter=TypeConverters.toInt)
-    skipChannels = Param(Params._dummy(), "skipChannels", "channels of the skip connections and the head", typeConverter=TypeConverters.toInt)
-    mu = Param(Params._dummy(), "mu", "mu-law parameter; the network predicts mu + 1 classes", typeConverter=TypeConverters.toInt)
-    conditionCol = Param(Params._dummy(), "conditionCol", "integer column of a global condition (e.g. speaker id); None: unconditioned", typeConverter=_to_optional_string)
-    numConditions = Param(Params._dummy(), "numConditions", "number of condition ids (None: the largest id + 1)", typeConverter=_to_optional_int)
-    logLikelihoodCol = Param(Params._dummy(), "logLikelihoodCol", "output column: log-likelihood of each window", typeConverter=TypeConverters.toString)
+@dataclass(frozen=True)
+class _WaveNetSummary(DataSummary):
+    conditions: int | None = None  # condition ids seen in the data: the largest + 1
 
+
+@declare(
+    Declared("layersPerBlock", "dilated layers per block; dilations 1, 2, ..., 2^(layersPerBlock-1)", to_int, 10),
+    Declared("blocks", "times the block of dilations is repeated", to_int, 3),
+    Declared("kernelSize", "width of the causal convolutions", to_int, 2),
+    Declared("residualChannels", "channels of the residual stream", to_int, 32),
+    Declared("dilationChannels", "channels of the gated units", to_int, 32),
+    Declared("skipChannels", "channels of the skip connections and the head", to_int, 64),
+    Declared("mu", "mu-law parameter; the network predicts mu + 1 classes", to_int, 255, Interval(1)),
+    Declared("conditionCol", "integer column of a global condition (e.g. speaker id); None: unconditioned", optional(to_string), None),
+    Declared("numConditions", "number of condition ids (None: the largest id + 1)", optional(to_int), None, Interval(1, optional=True)),
+    Declared("logLikelihoodCol", "output column: log-likelihood of each window", to_string, "logLikelihood"),
+)
+class _WaveNetParams(Params):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._setDefault(layersPerBlock=10, blocks=3, kernelSize=2, residualChannels=32, dilationChannels=32,
-                         skipChannels=64, mu=255, conditionCol=None, numConditions=None, logLikelihoodCol="logLikelihood")
+        declared_defaults(self, _WaveNetParams)
 
 
 def _check_classes_type(dataset: DataFrame, column: str) -> None:
@@ -74,12 +81,19 @@ class _ConditionedInput:
         return dataset.withColumn(NETWORK_INPUT, F.concat(features, F.array(F.col(condition).cast("int")))), NETWORK_INPUT
 
 
-@add_accessors
+@stage
 class WaveNetModel(_ConditionedInput, TorchModel, _WaveNetParams):
     """A fitted ``WaveNet``: scores windows (``transform``) and generates audio (``generate``).
 
-    >>> samples = model.generate(16000, mode="temperature", temperature=0.8, seed=1)
-    >>> write_wav(samples, "generated.wav", 16000)
+    >>> from sparkdl.estimators import WaveNet
+    >>> windows = spark.createDataFrame([([(i + t) % 8 for t in range(16)],) for i in range(16)], "features array<int>")
+    >>> model = WaveNet(layersPerBlock=2, blocks=1, residualChannels=4, dilationChannels=4, skipChannels=4,
+    ...                 mu=7, epochs=1, backend="local", verbose=0).fit(windows)
+    >>> model.transform(windows).columns
+    ['features', 'prediction', 'logLikelihood']
+    >>> samples = model.generate(32, mode="temperature", temperature=0.8, seed=1)   # write_wav(samples, path, rate)
+    >>> samples.shape, samples.dtype
+    ((32,), dtype('float32'))
     """
 
     def _network_input(self, dataset: DataFrame) -> tuple[DataFrame, str]:
@@ -142,26 +156,25 @@ class WaveNetModel(_ConditionedInput, TorchModel, _WaveNetParams):
         return mulaw_decode(generated, mu).astype(np.float32)
 
 
-@add_accessors
+@stage
 class WaveNet(_ConditionedInput, NamedTorchEstimator, _WaveNetParams):
     """WaveNet trained with teacher forcing on windows of mu-law classes (no label column).
 
-    >>> encoded = MuLawEncoder(inputCol="samples", outputCol="classes").transform(read_wav(spark, "data/audio"))
-    >>> windows = SequenceWindower(inputCol="classes", windowSize=2048, step=512).transform(encoded)
-    >>> model = WaveNet(layersPerBlock=8, blocks=2, epochs=5, numProc=2).fit(windows)
-    >>> print(model.receptiveField, model.history[-1]["loss"])
+    >>> import math
+    >>> from sparkdl.estimators import WaveNet
+    >>> from sparkdl.preprocessing import MuLawEncoder, SequenceWindower
+    >>> audio = spark.createDataFrame([([math.sin(0.3 * t) for t in range(256)],)], "samples array<double>")
+    >>> encoded = MuLawEncoder(inputCol="samples", outputCol="classes", mu=15).transform(audio)
+    >>> windows = SequenceWindower(inputCol="classes", windowSize=32, step=8).transform(encoded)
+    >>> model = WaveNet(layersPerBlock=3, blocks=1, residualChannels=4, dilationChannels=4, skipChannels=8,
+    ...                 mu=15, epochs=2, backend="local", verbose=0).fit(windows)
+    >>> model.receptiveField, len(model.history)
+    (9, 2)
     """
 
     _model_class = WaveNetModel
-    _architecture_name, _task = "wavenet", "next_step"
+    _architecture_name, _task_name = "wavenet", "next_step"
     _architecture_param_names = WAVENET_ARGUMENTS
-
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        if self.getMu() < 1:
-            raise ValueError(f"mu: expected a value >= 1, found {self.getMu()}")
-        if self.getNumConditions() is not None and self.getNumConditions() < 1:
-            raise ValueError(f"numConditions: expected a value >= 1 or None, found {self.getNumConditions()}")
 
     def _summarize(self, dataset: DataFrame):
         _check_classes_type(dataset, self.getFeaturesCol())
@@ -198,7 +211,7 @@ class WaveNet(_ConditionedInput, NamedTorchEstimator, _WaveNetParams):
                     f"conditionCol column {condition!r}: expected ids in 0..{(limit or 0) - 1 if limit else 'n'} with no nulls, "
                     f"found values from {row['clow']} to {row['chigh']}"
                 )
-            self._conditions = limit or int(row["chigh"]) + 1
+            return _WaveNetSummary(**vars(summary), conditions=limit or int(row["chigh"]) + 1)
         return summary
 
     def _shapes(self, dataset: DataFrame, summary):
@@ -211,13 +224,13 @@ class WaveNet(_ConditionedInput, NamedTorchEstimator, _WaveNetParams):
         extra = 1 if self.getConditionCol() is not None else 0
         return (steps + extra,), self.getMu() + 1
 
-    def _architecture_params(self) -> dict[str, Any]:
-        params = super()._architecture_params()
+    def _architecture_params(self, summary) -> dict[str, Any]:
+        params = super()._architecture_params(summary)
         if self.getConditionCol() is not None:
-            params.setdefault("numConditions", getattr(self, "_conditions", None) or self.getNumConditions() or 1)
+            params.setdefault("numConditions", getattr(summary, "conditions", None) or self.getNumConditions() or 1)
         return params
 
-    def _materialize(self, dataset: DataFrame):
+    def _materialize(self, dataset: DataFrame, summary):
         from sparkdl.data.materialize import materialize
 
         frame, column = self._network_input(dataset)

@@ -94,8 +94,11 @@ class MuLawEncoder(Transformer, _MuLawParams, DefaultParamsReadable, DefaultPara
     out of range there, and becomes null with ``clip=True``. Nulls (rows or
     array elements) stay null.
 
+    >>> from sparkdl.preprocessing import MuLawEncoder
+    >>> audio_df = spark.createDataFrame([([-1.0, -0.1, 0.0, 0.1, 1.0],)], "samples array<double>")
     >>> enc = MuLawEncoder(inputCol="samples", outputCol="classes")   # mu=255
-    >>> enc.transform(audio_df).select("classes")       # array<int>, 0..255
+    >>> enc.transform(audio_df).first()["classes"]       # array<int>, 0..255
+    [0, 52, 128, 203, 255]
     """
 
     quantize = Param(Params._dummy(), "quantize", "output integer classes 0..mu (True) or the companded float (False)", typeConverter=TypeConverters.toBoolean)
@@ -167,8 +170,13 @@ class MuLawDecoder(Transformer, _MuLawParams, DefaultParamsReadable, DefaultPara
     (or array<double>); nulls stay null. A class outside 0..mu fails the job
     that evaluates it, with a message naming the column (no extra pass).
 
+    >>> from sparkdl.preprocessing import MuLawDecoder, MuLawEncoder
+    >>> audio_df = spark.createDataFrame([([-1.0, -0.1, 0.0, 0.1, 1.0],)], "samples array<double>")
+    >>> enc = MuLawEncoder(inputCol="samples", outputCol="classes")
     >>> dec = MuLawDecoder(inputCol="classes", outputCol="decoded")
-    >>> dec.transform(enc.transform(audio_df)).select("decoded")   # array<double>
+    >>> decoded = dec.transform(enc.transform(audio_df)).first()["decoded"]   # array<double>
+    >>> [round(x, 3) for x in decoded]
+    [-1.0, -0.101, 0.0, 0.101, 1.0]
     """
 
     @keyword_only

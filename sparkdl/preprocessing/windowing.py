@@ -74,11 +74,20 @@ class SequenceWindower(
     window's last step, ``"sequence"`` the window shifted by ``horizon`` (m
     values, next-step prediction for horizon=1); ``"none"`` adds no label.
 
+    >>> from sparkdl.preprocessing import SequenceWindower
+    >>> df = spark.createDataFrame([(s, t, float(t), float(10 * t)) for s in ("a", "b") for t in range(36)],
+    ...                            "sensor string, time int, temp double, load double")
     >>> w = SequenceWindower(inputCols=["temp", "load"], orderCol="time", seriesCol="sensor",
     ...                      windowSize=24, step=6, targetMode="value", targetCol="load")
-    >>> w.transform(df).select("sensor", "time", "features", "label")   # features: 24 x 2
-    >>> SequenceWindower(inputCol="samples", seriesCol="path", windowSize=1024, step=512,
-    ...                  targetMode="sequence").transform(read_wav(spark, "data/audio"))
+    >>> windows = w.transform(df).select("sensor", "time", "features", "label")   # features: 24 x 2
+    >>> [(r.sensor, r.time, len(r.features), r.label) for r in windows.orderBy("sensor", "time").collect()]
+    [('a', 0, 48, 240.0), ('a', 6, 48, 300.0), ('b', 0, 48, 240.0), ('b', 6, 48, 300.0)]
+    >>> audio = spark.createDataFrame([("a.wav", [t / 100 for t in range(100)])],   # e.g. read_wav(spark, "data/audio")
+    ...                               "path string, samples array<double>")
+    >>> frames = SequenceWindower(inputCol="samples", seriesCol="path", windowSize=32, step=16,
+    ...                           targetMode="sequence").transform(audio)
+    >>> frames.columns, frames.count()
+    (['path', 'windowStart', 'features', 'label'], 5)
     """
 
     seriesCol = Param(Params._dummy(), "seriesCol", "column keying the series; windows never span two (None: one series, or one per row for array input)", typeConverter=_optional_string)

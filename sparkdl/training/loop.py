@@ -12,6 +12,7 @@ import hashlib
 import inspect
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,19 +20,23 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from sparkdl.data.materialize import FEATURES, IS_VALIDATION, LABEL, read_shard
 from sparkdl.training.spec import TrainSpec
 from sparkdl.training.transfer import is_frozen
 
 CHECKPOINT_FILE = "checkpoint.pt"
-LOSSES = {
-    "cross_entropy": "classification",
-    "mse": "regression",
-    "l1": "regression",
-    "huber": "regression",
-    "bce": "reconstruction",
+# torch draws initial weights, dropout masks and noise from one process-wide generator.
+# Fits that share a process (the local backend, or the driver's checks while another
+# fit trains there) take this lock around those draws, so each fit sees only its own seeds.
+GLOBAL_RNG_LOCK = threading.RLock()
+# name -> optimizer over params (tensors, or param groups; a group's own "lr" wins); the ``optimizer`` Param's options.
+OPTIMIZERS = {
+    "adam": lambda params, spec: torch.optim.Adam(params, lr=spec.learningRate, betas=(0.9, 0.999), eps=1e-8, weight_decay=spec.weightDecay),
+    "adamw": lambda params, spec: torch.optim.AdamW(params, lr=spec.learningRate, weight_decay=spec.weightDecay),
+    "sgd": lambda params, spec: torch.optim.SGD(params, lr=spec.learningRate, momentum=spec.momentum, weight_decay=spec.weightDecay),
+    "rmsprop": lambda params, spec: torch.optim.RMSprop(params, lr=spec.learningRate, weight_decay=spec.weightDecay),
+    "adadelta": lambda params, spec: torch.optim.Adadelta(params, lr=spec.learningRate, weight_decay=spec.weightDecay),
 }
 
 
@@ -66,97 +71,8 @@ def build_network(spec: TrainSpec) -> nn.Module:
 
 
 def make_optimizer(spec: TrainSpec, params) -> torch.optim.Optimizer:
-    """The optimizer over ``params`` (tensors, or param groups; a group's own "lr" wins)."""
-    lr, wd = spec.learningRate, spec.weightDecay
-    if spec.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd)
-    if spec.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-    if spec.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=spec.momentum, weight_decay=wd)
-    if spec.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, weight_decay=wd)
-    if spec.optimizer == "adadelta":
-        return torch.optim.Adadelta(params, lr=lr, weight_decay=wd)
-    raise ValueError(f"optimizer: unknown name {spec.optimizer!r}")
-
-
-def compute_loss(spec: TrainSpec, output: torch.Tensor, target: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
-    """The task loss, plus the module's own penalty (``extra_loss``: a VAE's KL term, a sparsity term)."""
-    if spec.task == "seq2seq":  # the module's cross entropy over real target tokens, padding ignored
-        loss = model.loss(output, target)
-    else:
-        loss = _task_loss(spec, output, target)
-    if model is not None and hasattr(model, "extra_loss"):
-        loss = loss + model.extra_loss()
-    return loss
-
-
-def _task_loss(spec: TrainSpec, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    name = spec.lossFunction
-    if name == "cross_entropy":
-        weight = torch.tensor(spec.classWeights, dtype=output.dtype) if spec.classWeights else None
-        if output.dim() == 3:  # one class distribution per time step: (batch, steps, classes)
-            return F.cross_entropy(output.transpose(1, 2), target.reshape(output.shape[:2]), weight=weight)
-        return F.cross_entropy(output, target, weight=weight)
-    target = target.reshape(output.shape)
-    if name == "mse":
-        return F.mse_loss(output, target)
-    if name == "l1":
-        return F.l1_loss(output, target)
-    if name == "huber":
-        return F.huber_loss(output, target)
-    if name == "bce":  # the output is a probability (a sigmoid output layer)
-        return F.binary_cross_entropy(output.clamp(1e-7, 1 - 1e-7), target)
-    raise ValueError(f"lossFunction: unknown name {name!r}")
-
-
-def _batch_stats(spec: TrainSpec, output: torch.Tensor, target: torch.Tensor, loss: torch.Tensor, model: nn.Module | None = None) -> np.ndarray:
-    """Sums that add up across batches and ranks: [loss*n, n, correct | squared error]."""
-    n = float(output.shape[0])
-    if spec.task == "seq2seq":  # exact sequences: every real target token right under teacher forcing
-        right = (output.argmax(dim=-1) == target) | (target == model.padId)
-        extra = float(right.all(dim=1).sum())
-    elif spec.task in ("classification", "next_step"):  # per-step outputs count the fraction of steps right
-        hits = (output.argmax(dim=-1) == target.reshape(output.shape[:-1])).float()
-        extra = float(hits.reshape(len(hits), -1).mean(dim=1).sum())
-    else:  # squared error, averaged over the outputs of each row
-        error = (output - target.reshape(output.shape)) ** 2
-        extra = float(error.reshape(len(error), -1).mean(dim=1).sum())
-    return np.array([float(loss) * n, n, extra])
-
-
-def _metrics(spec: TrainSpec, sums: np.ndarray, prefix: str) -> dict[str, float]:
-    loss_sum, n, extra = (float(v) for v in sums)  # plain floats: checkpoints load with weights_only
-    metrics = {f"{prefix}loss": loss_sum / n}
-    if spec.task in ("classification", "next_step", "seq2seq"):
-        metrics[f"{prefix}accuracy"] = extra / n
-    else:
-        metrics[f"{prefix}rmse"] = math.sqrt(extra / n)
-    return metrics
-
-
-def _next_step(model: nn.Module, output: torch.Tensor, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Teacher forcing: the output at step t is scored against the input class at t + 1."""
-    classes = model.split_input(inputs)[0] if hasattr(model, "split_input") else inputs.reshape(len(inputs), -1).long()
-    return output[:, :-1], classes[:, 1:]
-
-
-def _scored(spec: TrainSpec, model: nn.Module, output: torch.Tensor, inputs: torch.Tensor, target: torch.Tensor):
-    """The (output, target) pair the loss and the metrics compare."""
-    if spec.task == "next_step":
-        return _next_step(model, output, inputs)
-    if spec.task == "seq2seq":  # inputs hold [source; target] (see sparkdl.nn.seq2seq)
-        return output, model.split(inputs)[1].round().long()
-    return output, target
-
-
-def _targets(spec: TrainSpec, shard: dict[str, np.ndarray]) -> np.ndarray:
-    if spec.task in ("reconstruction", "next_step", "seq2seq"):
-        return shard[FEATURES]
-    if spec.task == "classification":
-        return shard[LABEL].astype(np.int64)
-    return shard[LABEL].astype(np.float32)
+    """The optimizer named by ``spec.optimizer``, with ``spec.learningRate`` and its other settings."""
+    return OPTIMIZERS[spec.optimizer](params, spec)
 
 
 def _rank_digests(model: nn.Module, comm) -> list[str]:
@@ -193,9 +109,10 @@ def train(spec: TrainSpec, comm) -> TrainResult:
     """Train on this rank's shard; every rank returns, rank 0 with the weights."""
     threads = spec.threads or max(1, (os.cpu_count() or 1) // max(1, comm.local_size))
     torch.set_num_threads(threads)
-    shard = read_shard(spec.data, comm.rank, comm.size)
+    task, loss_name = spec.task, spec.lossFunction or spec.task.default_loss
+    shard = read_shard(spec.data, comm.rank, comm.size, spec.dataLoader)
     features = shard[FEATURES].reshape(-1, *spec.inputShape).astype(np.float32, copy=False)
-    targets = _targets(spec, shard)
+    targets = task.targets(shard[FEATURES], shard.get(LABEL))
     is_val = shard[IS_VALIDATION].astype(bool) if spec.data.has_validation else np.zeros(len(features), bool)
     x_train, y_train = torch.from_numpy(features[~is_val]), torch.from_numpy(targets[~is_val])
     x_val, y_val = torch.from_numpy(features[is_val]), torch.from_numpy(targets[is_val])
@@ -225,7 +142,7 @@ def train(spec: TrainSpec, comm) -> TrainResult:
         best = dict(checkpoint["best"])
     comm.broadcast_state(model, optimizer)
     network, optimizer = comm.wrap(model, optimizer)
-    maximize = "accuracy" in spec.earlyStoppingMetric
+    maximize = task.maximizes(spec.earlyStoppingMetric)
     epochs_run: list[int] = []
     frozen_now = False
 
@@ -244,18 +161,18 @@ def train(spec: TrainSpec, comm) -> TrainResult:
         for step in range(steps):
             index = order[step * spec.batchSize : (step + 1) * spec.batchSize]
             xb, yb = x_train[index], y_train[index]
-            output, yb = _scored(spec, model, network(xb), xb, yb)
-            loss = compute_loss(spec, output, yb, model)
+            output, yb = task.scored(model, network(xb), xb, yb)
+            loss = task.loss(loss_name, output, yb, model, spec.classWeights)
             optimizer.zero_grad()
             loss.backward()
             comm.step(optimizer, model, spec.gradientClipNorm)
-            sums += _batch_stats(spec, output.detach(), yb, loss.detach(), model)
+            sums += task.batch_sums(model, output.detach(), yb, loss.detach())
             if bar is not None:
                 bar.update(step + 1, sums)
         comm.average_buffers(model)
-        record = {"epoch": epoch + 1, **_metrics(spec, comm.allreduce_sum(sums), "")}
+        record = {"epoch": epoch + 1, **task.metrics(comm.allreduce_sum(sums), "")}
         if validating:
-            record.update(_metrics(spec, comm.allreduce_sum(evaluate(spec, model, x_val, y_val)), "val_"))
+            record.update(task.metrics(comm.allreduce_sum(evaluate(spec, model, x_val, y_val)), "val_"))
         record["seconds"] = time.perf_counter() - began
         history.append(record)
         epochs_run.append(epoch + 1)
@@ -291,11 +208,12 @@ def train(spec: TrainSpec, comm) -> TrainResult:
 @torch.no_grad()
 def evaluate(spec: TrainSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     model.eval()
+    task, loss_name = spec.task, spec.lossFunction or spec.task.default_loss
     sums = np.zeros(3)
     for start in range(0, len(x), 4096):
         inputs = x[start : start + 4096]
-        output, target = _scored(spec, model, model(inputs), inputs, y[start : start + 4096])
-        sums += _batch_stats(spec, output, target, compute_loss(spec, output, target, model), model)
+        output, target = task.scored(model, model(inputs), inputs, y[start : start + 4096])
+        sums += task.batch_sums(model, output, target, task.loss(loss_name, output, target, model, spec.classWeights))
     return sums
 
 

@@ -2,6 +2,8 @@
 
 Every backend runs ``sparkdl.training.loop.train`` and returns rank 0's
 ``TrainResult``, which carries the weight digests of every rank.
+``"auto"`` is Horovod when ``horovod.torch`` imports, else Spark's own
+TorchDistributor.
 """
 
 from __future__ import annotations
@@ -10,16 +12,35 @@ from sparkdl.training.backends.horovod import HorovodBackend
 from sparkdl.training.backends.local import LocalBackend
 from sparkdl.training.backends.torch_distributor import TorchDistributorBackend
 
-BACKENDS = {"horovod": HorovodBackend, "torch_distributor": TorchDistributorBackend, "local": LocalBackend}
+BACKENDS = {"auto": None, "horovod": HorovodBackend, "torch_distributor": TorchDistributorBackend, "local": LocalBackend}
+HOROVOD_SETUP = "make setup (scripts/setup.sh builds horovod 0.28.1 for PyTorch)"
+
+
+def horovod_error() -> str | None:
+    """Why ``horovod.torch`` cannot be used here, or None when it imports."""
+    try:
+        import horovod.torch  # noqa: F401
+    except Exception as err:  # an ImportError, or a build that does not load with this torch
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def resolve(name: str, verbose: int = 0) -> str:
+    """The backend ``name`` stands for: ``auto`` becomes horovod or torch_distributor."""
+    if name != "auto":
+        return name
+    chosen = "horovod" if horovod_error() is None else "torch_distributor"
+    if verbose:
+        why = "horovod.torch imports" if chosen == "horovod" else "horovod.torch does not import"
+        print(f"sparkdl: backend auto -> {chosen} ({why})", flush=True)
+    return chosen
 
 
 def get_backend(name: str, numProc: int = 1, verbose: int = 1):
     """The backend called ``name`` running ``numProc`` ranks (``local`` always runs one)."""
-    try:
-        backend = BACKENDS[name]
-    except KeyError:
-        raise ValueError(f"backend: expected one of {sorted(BACKENDS)}, found {name!r}") from None
-    return backend(numProc=numProc, verbose=verbose)
+    if name not in BACKENDS:
+        raise ValueError(f"backend: expected one of {list(BACKENDS)}, found {name!r}")
+    return BACKENDS[resolve(name, verbose)](numProc=numProc, verbose=verbose)
 
 
-__all__ = ["get_backend", "HorovodBackend", "LocalBackend", "TorchDistributorBackend"]
+__all__ = ["BACKENDS", "get_backend", "resolve", "HorovodBackend", "LocalBackend", "TorchDistributorBackend"]

@@ -22,11 +22,14 @@ class LocalBackend:
         import torch
 
         from sparkdl.training.collective import LocalCollective
-        from sparkdl.training.loop import train
+        from sparkdl.training.loop import GLOBAL_RNG_LOCK, train
 
         # Training runs in the caller's process: use its torch thread count and leave it as it was.
-        threads = torch.get_num_threads()
-        try:
-            return train(dataclasses.replace(spec, threads=spec.threads or threads), LocalCollective())
-        finally:
-            torch.set_num_threads(threads)
+        # Fits running at once here (CrossValidator's parallelism) take turns, so that each
+        # draws from torch's global generator only what its own seeds give.
+        with GLOBAL_RNG_LOCK:
+            threads = torch.get_num_threads()
+            try:
+                return train(dataclasses.replace(spec, threads=spec.threads or threads), LocalCollective())
+            finally:
+                torch.set_num_threads(threads)
