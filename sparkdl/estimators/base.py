@@ -261,11 +261,11 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
             architectureParams=plan.architectureParams,
             inputShape=plan.inputShape,
             outputSize=plan.outputSize,
-            task=plan.task,
+            task=plan.task.name,
             progressBar=bool(self.getVerbose()) and _interactive(),
             initWeights=plan.initWeights,
             testHooks=dict(self._test_hooks),
-            **training_values(self.getOrDefault),
+            **training_values(self.getOrDefault, plan.task.default_loss),
         )
 
     def _train(self, data, plan: FitPlan) -> "TorchModel":

@@ -80,7 +80,7 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
             "architectureParams": spec.architectureParams,
             "inputShape": list(spec.inputShape),
             "outputSize": spec.outputSize,
-            "task": spec.task.name,
+            "task": spec.task,
         }
         model.history = result.history
         model.bestEpoch = result.bestEpoch

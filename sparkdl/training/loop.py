@@ -23,6 +23,7 @@ import torch.nn as nn
 
 from sparkdl.data.materialize import FEATURES, IS_VALIDATION, LABEL, read_shard
 from sparkdl.training.spec import TrainSpec
+from sparkdl.training.tasks import get_task
 from sparkdl.training.transfer import is_frozen
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -109,7 +110,7 @@ def train(spec: TrainSpec, comm) -> TrainResult:
     """Train on this rank's shard; every rank returns, rank 0 with the weights."""
     threads = spec.threads or max(1, (os.cpu_count() or 1) // max(1, comm.local_size))
     torch.set_num_threads(threads)
-    task, loss_name = spec.task, spec.lossFunction or spec.task.default_loss
+    task = get_task(spec.task)
     shard = read_shard(spec.data, comm.rank, comm.size, spec.dataLoader)
     features = shard[FEATURES].reshape(-1, *spec.inputShape).astype(np.float32, copy=False)
     targets = task.targets(shard[FEATURES], shard.get(LABEL))
@@ -162,7 +163,7 @@ def train(spec: TrainSpec, comm) -> TrainResult:
             index = order[step * spec.batchSize : (step + 1) * spec.batchSize]
             xb, yb = x_train[index], y_train[index]
             output, yb = task.scored(model, network(xb), xb, yb)
-            loss = task.loss(loss_name, output, yb, model, spec.classWeights)
+            loss = task.loss(spec.lossFunction, output, yb, model, spec.classWeights)
             optimizer.zero_grad()
             loss.backward()
             comm.step(optimizer, model, spec.gradientClipNorm)
@@ -208,12 +209,12 @@ def train(spec: TrainSpec, comm) -> TrainResult:
 @torch.no_grad()
 def evaluate(spec: TrainSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     model.eval()
-    task, loss_name = spec.task, spec.lossFunction or spec.task.default_loss
+    task = get_task(spec.task)
     sums = np.zeros(3)
     for start in range(0, len(x), 4096):
         inputs = x[start : start + 4096]
         output, target = task.scored(model, model(inputs), inputs, y[start : start + 4096])
-        sums += task.batch_sums(model, output, target, task.loss(loss_name, output, target, model, spec.classWeights))
+        sums += task.batch_sums(model, output, target, task.loss(spec.lossFunction, output, target, model, spec.classWeights))
     return sums
 
 

@@ -75,7 +75,9 @@ _RUN_FIELDS = [
     ("architectureParams", dict),
     ("inputShape", tuple),
     ("outputSize", int),
-    ("task", Any, field(default=None)),  # a sparkdl.training.tasks.Task
+    # the name of a sparkdl.training.tasks.Task: plain data, so that unpickling a spec
+    # (in processes that only launch a rank) does not import torch
+    ("task", str, field(default="classification")),
     ("progressBar", bool, field(default=False)),  # redraw a bar while an epoch runs (the driver's stdout is a terminal)
     ("initWeights", Any, field(default=None)),  # name -> numpy array, loaded before the first step
     ("threads", Any, field(default=None)),  # torch threads per rank; None: the cores of this host / local ranks
@@ -96,6 +98,10 @@ TrainSpec.__module__ = __name__  # pickled by reference to the ranks
 TrainSpec.__doc__ = "Everything one training run needs; one field per declared training Param (``TRAINING``)."
 
 
-def training_values(get: Any) -> dict[str, Any]:
-    """The declared training Params, read with ``get(name)``, as ``TrainSpec`` fields."""
-    return {d.name: _frozen(get(d.name)) for d in TRAINING}
+def training_values(get: Any, default_loss: str) -> dict[str, Any]:
+    """The declared training Params, read with ``get(name)``, as ``TrainSpec`` fields.
+
+    ``lossFunction`` None becomes ``default_loss``, the task's.
+    """
+    values = {d.name: _frozen(get(d.name)) for d in TRAINING}
+    return {**values, "lossFunction": values["lossFunction"] or default_loss}
