@@ -30,6 +30,7 @@ SCRIPTS = {
     "bert_throughput": "bert_throughput.py",
     "training": "training.py",
     "scaling": "scaling.py",
+    "streaming": "streaming.py",
     "accuracy_vs_mllib": "accuracy_vs_mllib.py",
 }
 

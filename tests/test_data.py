@@ -3,7 +3,7 @@ import pytest
 from pyspark.ml.functions import array_to_vector
 
 from sparkdl.data import materialize, read_shard
-from sparkdl.data.materialize import shard_bounds
+from sparkdl.data.shards import shard_bounds
 
 pytestmark = pytest.mark.stacks  # also run on the second Spark line (.ci/run)
 
@@ -33,7 +33,9 @@ def test_shards_of_all_ranks_hold_every_row_once(spark):
     for s in shards:  # each row keeps its own label and flag
         np.testing.assert_array_equal(s["y"], s["x"][:, 0] % 3)
         np.testing.assert_array_equal(s["v"], s["x"][:, 0] % 4 == 0)
-    assert max(len(s["x"]) for s in shards) - min(len(s["x"]) for s in shards) <= 1
+    for flag in (False, True):  # training rows and validation rows are each balanced across the ranks
+        counts = [int((s["v"] == flag).sum()) for s in shards]
+        assert max(counts) - min(counts) <= 1
 
 
 def test_vector_features_materialise_like_arrays(spark):

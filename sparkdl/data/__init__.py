@@ -1,12 +1,13 @@
-"""DataFrame -> torch: schema checks, Parquet materialisation, per-rank shards; WAV audio.
+"""DataFrame -> torch: schema checks, Parquet materialisation on any file system, per-rank shards (kept or streamed); WAV audio.
 
 The WAV functions are imported on first use: the training ranks import this
 package for ``materialize`` and need neither pandas nor Spark SQL.
 """
 
-from sparkdl.data.materialize import ParquetData, materialize, read_shard
+from sparkdl.data.materialize import ParquetData, materialize
+from sparkdl.data.shards import open_shard, read_shard
 
-__all__ = ["ParquetData", "materialize", "read_shard", "read_wav", "write_wav"]
+__all__ = ["ParquetData", "materialize", "open_shard", "read_shard", "read_wav", "write_wav"]
 
 
 def __getattr__(name: str):

@@ -1,10 +1,16 @@
-"""DataFrame -> Parquet (Spark's writer) -> numpy shards on each rank (pyarrow).
+"""DataFrame -> Parquet on any file system, written by the executors with pyarrow.
 
 The driver materialises only the columns training needs, under fixed names
 (``x`` features as array<float>, ``y`` label, ``v`` validation flag), so the
-code on the ranks does not depend on the user's column names. Each rank then
-reads a contiguous, balanced slice of the rows (sizes differ by at most one),
-touching only the Parquet row groups that overlap it.
+code on the ranks does not depend on the user's column names. Each Spark task
+writes its partition as one Parquet file of bounded row groups and reports
+each group's row and validation-row counts, so the ranks plan their shards
+from this small summary without listing or reading anything
+(``sparkdl.data.shards``).
+
+The write goes through pyarrow on the executors rather than Spark's Hadoop
+writer, so a data directory on S3, GCS, ADLS or HDFS needs only what the
+ranks need to read it (pyarrow's file systems), not Hadoop connector jars.
 """
 
 from __future__ import annotations
@@ -14,31 +20,52 @@ import os
 import uuid
 from dataclasses import dataclass
 from typing import Iterator
-from urllib.parse import urlparse
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from sparkdl.data.filesystems import join, normalize, open_filesystem
+
 FEATURES, LABEL, IS_VALIDATION = "x", "y", "v"
+# Where training data goes when ``dataDir`` is None: the first of these Spark confs that
+# is set (the second is the one earlier versions, which wrote through petastorm, read).
+DATA_DIR_CONFS = ("spark.sparkdl.dataDir", "petastorm.spark.converter.parentCacheDirUrl")
+# Decoded bytes per Parquet row group: the unit a rank reads, shuffles and prefetches.
+ROW_GROUP_BYTES = 8 * 1024 * 1024
+WRITTEN_SCHEMA = "file string, rows array<bigint>, validationRows array<bigint>, rowBytes bigint"
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One written Parquet file: its name and, per row group, its rows and how many are validation rows."""
+
+    name: str
+    groupRows: tuple[int, ...]
+    groupValidationRows: tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class ParquetData:
-    """Where the materialised rows are; small and picklable, it travels to every rank."""
+    """Where the materialised rows are and how they are laid out; small and picklable, it travels to every rank."""
 
-    file_urls: tuple[str, ...]
-    rows: int
+    root: str  # URL of the directory (any scheme ``sparkdl.data.filesystems`` accepts)
+    files: tuple[DataFile, ...]  # in row order
     has_label: bool
     has_validation: bool
+    rowBytes: int = 0  # decoded bytes of one row (the widest file's)
 
+    @property
+    def rows(self) -> int:
+        return sum(sum(f.groupRows) for f in self.files)
 
-# Where training data goes when ``dataDir`` is None: the first of these Spark confs that
-# is set (the second is the one earlier versions, which wrote through petastorm, read).
-DATA_DIR_CONFS = ("spark.sparkdl.dataDir", "petastorm.spark.converter.parentCacheDirUrl")
-# Rows per Parquet row group come from this many bytes (what a rank reads at once).
-ROW_GROUP_BYTES = 32 * 1024 * 1024
+    @property
+    def validation_rows(self) -> int:
+        return sum(sum(f.groupValidationRows) for f in self.files)
+
+    @property
+    def file_urls(self) -> tuple[str, ...]:
+        return tuple(join(self.root, f.name) for f in self.files)
 
 
 def data_dir_url(spark, data_dir: str | None) -> str:
@@ -46,22 +73,23 @@ def data_dir_url(spark, data_dir: str | None) -> str:
     import tempfile
 
     conf = next((spark.conf.get(k, None) for k in DATA_DIR_CONFS if spark.conf.get(k, None)), None)
-    directory = data_dir or conf or os.path.join(tempfile.gettempdir(), "sparkdl-cache")
-    return directory if urlparse(directory).scheme else "file://" + os.path.abspath(directory)
+    return normalize(data_dir or conf or os.path.join(tempfile.gettempdir(), "sparkdl-cache"))
 
 
 @contextlib.contextmanager
-def materialize(df, featuresCol: str, labelCol: str | None = None, validation=None, data_dir: str | None = None) -> Iterator[ParquetData]:
+def materialize(df, featuresCol: str, labelCol: str | None = None, validation=None, data_dir: str | None = None,
+                row_group_bytes: int = ROW_GROUP_BYTES) -> Iterator[ParquetData]:
     """Write the training columns of ``df`` to Parquet; delete them when the block ends.
 
     ``validation`` is None, a column name (boolean or 0/1: true marks a
     validation row) or a Spark Column. The files go to a new directory
     (``sparkdl-<random>``) under ``data_dir`` (default: the Spark conf
     ``spark.sparkdl.dataDir``, else ``petastorm.spark.converter.parentCacheDirUrl``,
-    else a temporary directory), written by Spark's own Parquet writer in one
+    else a temporary directory), one file per partition, written in one Spark
     job; only that new directory is deleted when the block exits, also when it
     exits with an error. Features (and array labels) are written as float32
-    arrays, a numeric label as float32.
+    arrays, a numeric label as float32, in row groups of about
+    ``row_group_bytes`` decoded bytes.
     """
     from pyspark.sql import functions as F
 
@@ -74,29 +102,63 @@ def materialize(df, featuresCol: str, labelCol: str | None = None, validation=No
     if validation is not None:
         flag = F.col(validation) if isinstance(validation, str) else validation
         columns.append(flag.cast("boolean").alias(IS_VALIDATION))
-    url = f"{data_dir_url(df.sparkSession, data_dir).rstrip('/')}/sparkdl-{uuid.uuid4().hex}"
-    fs, path = pafs.FileSystem.from_uri(url)
+    root = join(data_dir_url(df.sparkSession, data_dir), f"sparkdl-{uuid.uuid4().hex}")
+    fs, path = open_filesystem(root)
     try:
-        (df.select(*columns).write.option("compression", "uncompressed")
-         .option("parquet.block.size", ROW_GROUP_BYTES).parquet(url))
-        files = sorted(
-            info.path for info in fs.get_file_info(pafs.FileSelector(path))
-            if info.base_name.startswith("part-") and info.base_name.endswith(".parquet")
-        )
-        rows = sum(pq.ParquetFile(fs.open_input_file(f)).metadata.num_rows for f in files)
+        written = df.select(*columns).mapInArrow(_partition_writer(root, row_group_bytes), WRITTEN_SCHEMA).collect()
+        files = sorted(written, key=lambda r: r["file"])
         yield ParquetData(
-            file_urls=tuple(_url(url, path, f) for f in files),
-            rows=rows,
+            root=root,
+            files=tuple(DataFile(r["file"], tuple(r["rows"]), tuple(r["validationRows"])) for r in files),
             has_label=labelCol is not None,
             has_validation=validation is not None,
+            rowBytes=max((r["rowBytes"] for r in files), default=0),
         )
     finally:
         _delete(fs, path)
 
 
-def _url(url: str, path: str, file: str) -> str:
-    """``file``, a path on the file system of ``url`` (whose path is ``path``), as a URL."""
-    return url + file[len(path):]
+def _partition_writer(root: str, group_bytes: int):
+    """The function each Spark task runs: its rows to ``<root>/part-<partition>-<attempt>.parquet``, one summary row out."""
+
+    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        name = f"part-{context.partitionId():05d}-{context.attemptNumber()}.parquet"
+        batches = (b for b in batches if b.num_rows)
+        first = next(batches, None)
+        if first is None:
+            return  # an empty partition writes no file
+        group_rows = max(1, group_bytes * first.num_rows // max(1, first.nbytes))
+        fs, directory = open_filesystem(root)
+        fs.create_dir(directory, recursive=True)
+        rows, validation_rows = [], []
+        with fs.open_output_stream(f"{directory}/{name}") as sink, pq.ParquetWriter(sink, first.schema, compression="none") as writer:
+
+            def write_group(table: pa.Table) -> None:
+                writer.write_table(table, row_group_size=table.num_rows)
+                rows.append(table.num_rows)
+                validation_rows.append(int(pc.sum(table[IS_VALIDATION]).as_py() or 0) if IS_VALIDATION in table.column_names else 0)
+
+            pending: list[pa.RecordBatch] = []
+            for batch in _chain(first, batches):
+                pending.append(batch)
+                while sum(b.num_rows for b in pending) >= group_rows:
+                    table = pa.Table.from_batches(pending)
+                    write_group(table.slice(0, group_rows))
+                    pending = table.slice(group_rows).to_batches()
+            if pending:
+                write_group(pa.Table.from_batches(pending, schema=first.schema))
+        row_bytes = -(-first.nbytes // first.num_rows)
+        yield pa.RecordBatch.from_pylist([{"file": name, "rows": rows, "validationRows": validation_rows, "rowBytes": row_bytes}])
+
+    return write
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
 
 
 def _delete(fs, path: str) -> None:
@@ -108,7 +170,7 @@ def _delete(fs, path: str) -> None:
 
 def open_parquet(url: str) -> pq.ParquetFile:
     """A Parquet file on any file system pyarrow reaches (a plain path or a URL)."""
-    fs, path = pafs.FileSystem.from_uri(url if urlparse(url).scheme else "file://" + os.path.abspath(url))
+    fs, path = open_filesystem(url)
     return pq.ParquetFile(fs.open_input_file(path))
 
 
@@ -119,40 +181,6 @@ def _is_array_like(df, column: str) -> bool:
     return isinstance(df.schema[column].dataType, (T.ArrayType, VectorUDT))
 
 
-def _to_numpy(column: pa.ChunkedArray) -> np.ndarray:
-    """A Parquet column as numpy: list columns become (rows, length) without per-row objects."""
-    array = column.combine_chunks()
-    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
-        values = array.flatten().to_numpy(zero_copy_only=False)
-        return values.reshape(len(array), -1) if len(array) else values.reshape(0, 0)
-    return array.to_numpy(zero_copy_only=False)
-
-
-def _read_with_petastorm(data: ParquetData) -> pa.Table:
-    from petastorm import make_batch_reader
-
-    urls = sorted(data.file_urls)
-    batches = []
-    with make_batch_reader(urls, num_epochs=1, shuffle_row_groups=False, workers_count=1, reader_pool_type="dummy") as reader:
-        for batch in reader:
-            batches.append(pa.table({name: _from_numpy(getattr(batch, name)) for name in batch._fields}))
-    names = open_parquet(urls[0]).schema_arrow.names if urls else []
-    return pa.concat_tables(batches).select(names) if batches else pa.table({n: [] for n in names})
-
-
-def _from_numpy(values: np.ndarray) -> pa.Array:
-    """A petastorm batch column (rows, ...) as Arrow: rows of arrays become a list column."""
-    if values.ndim == 1 and values.dtype != object:
-        return pa.array(values)
-    flat = np.stack(values) if values.dtype == object else values
-    return pa.ListArray.from_arrays(pa.array(np.arange(0, flat.size + 1, flat.shape[1], dtype=np.int32)), pa.array(flat.reshape(-1)))
-
-
-def shard_bounds(rows: int, rank: int, size: int) -> tuple[int, int]:
-    """The contiguous row range [start, stop) of ``rank``; sizes differ by at most one."""
-    return rows * rank // size, rows * (rank + 1) // size
-
-
 def petastorm_error() -> str | None:
     """Why petastorm's reader cannot be used here, or None when it imports."""
     try:
@@ -160,35 +188,3 @@ def petastorm_error() -> str | None:
     except Exception as err:  # petastorm 0.13 imports modules that pyarrow 16 removed
         return f"{type(err).__name__}: {err}"
     return None
-
-
-def read_shard(data: ParquetData, rank: int = 0, size: int = 1, loader: str = "pyarrow") -> dict[str, np.ndarray]:
-    """This rank's rows as numpy arrays keyed ``x`` (rows, features), ``y``, ``v``.
-
-    ``loader="petastorm"`` reads the same files through petastorm's public
-    ``make_batch_reader`` (one pass, row groups in file order) and keeps this
-    rank's slice, so it gives the same rows as the default reader.
-    """
-    if loader == "petastorm":
-        table = _read_with_petastorm(data)
-        start, stop = shard_bounds(table.num_rows, rank, size)
-        table = table.slice(start, stop - start)
-        return {name: _to_numpy(table.column(name)) for name in table.column_names}
-    files = [open_parquet(url) for url in sorted(data.file_urls)]
-    total = sum(f.metadata.num_rows for f in files)
-    start, stop = shard_bounds(total, rank, size)
-    tables: list[pa.Table] = []
-    offset = 0
-    for parquet_file in files:
-        for group in range(parquet_file.metadata.num_row_groups):
-            n = parquet_file.metadata.row_group(group).num_rows
-            lo, hi = max(start, offset), min(stop, offset + n)
-            if lo < hi:
-                table = parquet_file.read_row_group(group)
-                tables.append(table.slice(lo - offset, hi - lo))
-            offset += n
-    if not tables:
-        schema = files[0].schema_arrow if files else pa.schema([])
-        tables = [schema.empty_table()]
-    table = pa.concat_tables(tables)
-    return {name: _to_numpy(table.column(name)) for name in table.column_names}

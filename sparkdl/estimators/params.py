@@ -53,6 +53,15 @@ def _check_thresholds(name: str, value: list[float] | None) -> None:
         raise ValueError(f"{name}: expected finite values >= 0 with at most one zero, found {value}")
 
 
+def _check_data_dir(name: str, value: str | None) -> None:
+    from sparkdl.data.filesystems import filesystem_error
+
+    error = None if value is None else filesystem_error(value)
+    if error is not None:
+        raise ValueError(f"{name}: expected a path or a URL that pyarrow opens (file, hdfs, s3, s3a, gs, abfs, abfss, dbfs), "
+                         f"found {value!r} ({error})")
+
+
 ESTIMATOR = (
     Declared("architecture", "registered architecture name, or a callable returning a torch.nn.Module", _to_architecture, "mlp"),
     Declared("architectureParams", "JSON-serialisable keyword arguments of the architecture", to_dict, {}),
@@ -65,7 +74,7 @@ ESTIMATOR = (
     Declared("numProc", "number of training processes (Horovod ranks); None: Spark's default parallelism", optional(to_int), None, POSITIVE_OR_NONE),
     Declared("backend", "auto (horovod when horovod.torch imports, else torch_distributor), horovod, torch_distributor or local", to_string, "auto",
              Options(source=_names("sparkdl.training.backends", "BACKENDS"))),
-    Declared("dataDir", "directory (path or file:// URL) for the materialised training data; sparkdl deletes only what it writes there (None: the Spark conf spark.sparkdl.dataDir, else petastorm.spark.converter.parentCacheDirUrl, else a temporary directory)", optional(to_string), None),
+    Declared("dataDir", "directory for the materialised training data, on any file system pyarrow opens: a path, file://, hdfs://, s3:// (or s3a://), gs://, abfs(s):// or dbfs:/; executors write there and every rank reads from there, so on a cluster it must be reachable from all of them; sparkdl deletes only what it writes there (None: the Spark conf spark.sparkdl.dataDir, else petastorm.spark.converter.parentCacheDirUrl, else a temporary directory)", optional(to_string), None, _check_data_dir),
     Declared("inferenceBatchSize", "rows per forward pass in transform (> 0)", to_int, 1024, POSITIVE),
     Declared("initFrom", "saved sparkdl model (path, or a list of paths) whose weights initialise the network wherever they fit; None: random initialisation", to_paths, None),
     Declared("initFromMatch", "how saved tensors are paired with the network's: 'name' (same name and shape) or 'order' (definition order, each source continuing where the last stopped, up to its first shape mismatch)", to_string, "name", Options(("name", "order"))),

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from sparkdl.data.materialize import FEATURES, IS_VALIDATION, LABEL, read_shard
+from sparkdl.data.shards import epoch_rows, open_shard
 from sparkdl.training.spec import TrainSpec
 from sparkdl.training.tasks import get_task
 from sparkdl.training.transfer import is_frozen
@@ -111,21 +111,13 @@ def train(spec: TrainSpec, comm) -> TrainResult:
     threads = spec.threads or max(1, (os.cpu_count() or 1) // max(1, comm.local_size))
     torch.set_num_threads(threads)
     task = get_task(spec.task)
-    shard = read_shard(spec.data, comm.rank, comm.size, spec.dataLoader)
-    features = shard[FEATURES].reshape(-1, *spec.inputShape).astype(np.float32, copy=False)
-    targets = task.targets(shard[FEATURES], shard.get(LABEL))
-    is_val = shard[IS_VALIDATION].astype(bool) if spec.data.has_validation else np.zeros(len(features), bool)
-    x_train, y_train = torch.from_numpy(features[~is_val]), torch.from_numpy(targets[~is_val])
-    x_val, y_val = torch.from_numpy(features[is_val]), torch.from_numpy(targets[is_val])
+    shard = open_shard(spec.data, comm.rank, comm.size, task, spec.inputShape, spec.shuffleBufferRows, spec.dataLoader)
     # Every rank runs the same number of steps: shards shorter than the longest
     # wrap around to its length, so no rank waits alone in an allreduce.
-    local_counts = np.zeros(comm.size + 1)
-    local_counts[comm.rank], local_counts[-1] = len(x_train), len(x_val)
-    counts = comm.allreduce_sum(local_counts)
-    epoch_rows, validating = int(counts[: comm.size].max()), counts[comm.size] > 0
-    if epoch_rows == 0:
+    rows_per_epoch, validating = epoch_rows(spec.data, comm.size), spec.data.validation_rows > 0
+    if rows_per_epoch == 0:
         raise ValueError("no training rows left after the validation split")
-    steps = math.ceil(epoch_rows / spec.batchSize)
+    steps = math.ceil(rows_per_epoch / spec.batchSize)
 
     torch.manual_seed(spec.seed)
     model = build_network(spec)
@@ -154,14 +146,12 @@ def train(spec: TrainSpec, comm) -> TrainResult:
             network = comm.set_trainable(model, network, {n for n in frozen if frozen_now})
         if spec.testHooks.get("fail_at_epoch") == epoch + 1 and comm.rank == spec.testHooks.get("fail_rank", comm.rank):
             raise RuntimeError(f"injected failure at epoch {epoch + 1} on rank {comm.rank}")
-        torch.manual_seed(_epoch_seed(spec.seed, epoch, comm.rank))
-        order = torch.randperm(len(x_train)).repeat(math.ceil(epoch_rows / max(1, len(x_train))))[:epoch_rows]
+        seed = _epoch_seed(spec.seed, epoch, comm.rank)
+        torch.manual_seed(seed)
         network.train()
         sums = np.zeros(3)
         bar = ProgressBar(epoch + 1, spec.epochs, steps) if spec.progressBar and spec.verbose and comm.rank == 0 else None
-        for step in range(steps):
-            index = order[step * spec.batchSize : (step + 1) * spec.batchSize]
-            xb, yb = x_train[index], y_train[index]
+        for step, (xb, yb) in enumerate(shard.batches(seed, rows_per_epoch, spec.batchSize)):
             output, yb = task.scored(model, network(xb), xb, yb)
             loss = task.loss(spec.lossFunction, output, yb, model, spec.classWeights)
             optimizer.zero_grad()
@@ -173,7 +163,7 @@ def train(spec: TrainSpec, comm) -> TrainResult:
         comm.average_buffers(model)
         record = {"epoch": epoch + 1, **task.metrics(comm.allreduce_sum(sums), "")}
         if validating:
-            record.update(task.metrics(comm.allreduce_sum(evaluate(spec, model, x_val, y_val)), "val_"))
+            record.update(task.metrics(comm.allreduce_sum(evaluate(spec, model, shard.validation())), "val_"))
         record["seconds"] = time.perf_counter() - began
         history.append(record)
         epochs_run.append(epoch + 1)
@@ -207,13 +197,13 @@ def train(spec: TrainSpec, comm) -> TrainResult:
 
 
 @torch.no_grad()
-def evaluate(spec: TrainSpec, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+def evaluate(spec: TrainSpec, model: nn.Module, chunks) -> np.ndarray:
+    """The task's metric sums over the validation ``chunks`` of (inputs, targets)."""
     model.eval()
     task = get_task(spec.task)
     sums = np.zeros(3)
-    for start in range(0, len(x), 4096):
-        inputs = x[start : start + 4096]
-        output, target = task.scored(model, model(inputs), inputs, y[start : start + 4096])
+    for inputs, targets in chunks:
+        output, target = task.scored(model, model(inputs), inputs, targets)
         sums += task.batch_sums(model, output, target, task.loss(spec.lossFunction, output, target, model, spec.classWeights))
     return sums
 

@@ -64,6 +64,10 @@ TRAINING = (
     Declared("dataLoader", "how each rank reads the training Parquet: 'pyarrow', or 'petastorm' (its make_batch_reader; "
              "needs sparkdl[petastorm], which loads only with pyarrow < 16, i.e. on the Spark 3.5 line)", to_string, "pyarrow",
              Options(("pyarrow", "petastorm"))),
+    Declared("shuffleBufferRows", "rows each rank shuffles at a time: a shard with at most this many rows is read once and kept in "
+             "memory, a larger one is streamed through windows of this many rows in a new random order each epoch, so a rank "
+             "holds about twice this many rows whatever the data size (None: as many rows as 64 MiB hold)",
+             optional(to_int), None, POSITIVE_OR_NONE),
     Declared("seed", "random seed of initialisation, shuffling and the validation split", to_int, 0),
     Declared("verbose", "0 or False: quiet, 1 or True: one line per epoch, 2: also the backend's own logs", to_int, 1, Options((0, 1, 2))),
 )
