@@ -84,6 +84,8 @@ def test_a_small_buffer_visits_every_training_row_once_per_epoch_in_a_new_order(
     kept = InMemoryShard(written, 1, 2, CLASSIFICATION, [2])
     assert sorted(first) == sorted(second) == sorted(kept.x[:, 0].tolist()) and first != second
     assert _order(shard.batches(3, shard.train_rows, 32)) == first  # the same seed, the same order (resume relies on it)
+    longer = _order(shard.batches(3, shard.train_rows + 150, 32))  # a shorter shard wraps around: the pass again
+    assert longer == first + first[:150]
     streamed_validation = np.concatenate([x[:, 0].numpy() for x, _ in shard.validation()])
     np.testing.assert_array_equal(streamed_validation, kept.x_val[:, 0].numpy())
 
@@ -160,8 +162,9 @@ def test_a_data_dir_pyarrow_cannot_open_is_refused_before_any_job(spark, monkeyp
     from sparkdl.estimators import TorchEstimator
 
     monkeypatch.setattr(TorchEstimator, "_materialize", lambda *a: pytest.fail("data written"))
-    with pytest.raises(ValueError, match=r"dataDir: expected a path or a URL that pyarrow opens .* found 'nosuch://x/y'"):
-        MLPClassifier(dataDir="nosuch://x/y", backend="local").fit(_frame(spark, 10))
+    with pytest.raises(ValueError, match=r"dataDir: expected a path or a URL that pyarrow opens .* found 'nosuch://\*\*\*@x/y'") as error:
+        MLPClassifier(dataDir="nosuch://key:secret@x/y", backend="local").fit(_frame(spark, 10))
+    assert "secret" not in str(error.value)
 
 
 def _free_port() -> int:

@@ -1,11 +1,11 @@
 """DataFrame -> torch: schema checks, Parquet materialisation on any file system, per-rank shards (kept or streamed); WAV audio.
 
-The WAV functions are imported on first use: the training ranks import this
-package for ``materialize`` and need neither pandas nor Spark SQL.
+The shard readers (which need torch) and the WAV functions are imported on
+first use: Spark's Python workers import this package to write the training
+data, and the preprocessing stages to check their input, without torch.
 """
 
 from sparkdl.data.materialize import ParquetData, materialize
-from sparkdl.data.shards import open_shard, read_shard
 
 __all__ = ["ParquetData", "materialize", "open_shard", "read_shard", "read_wav", "write_wav"]
 
@@ -15,4 +15,8 @@ def __getattr__(name: str):
         from sparkdl.data import audio
 
         return getattr(audio, name)
+    if name in ("open_shard", "read_shard"):
+        from sparkdl.data import shards
+
+        return getattr(shards, name)
     raise AttributeError(f"module 'sparkdl.data' has no attribute {name!r}")

@@ -12,6 +12,7 @@ URI.
 from __future__ import annotations
 
 import os
+import re
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
@@ -50,3 +51,8 @@ def filesystem_error(url: str) -> str | None:
     except Exception as err:  # unknown scheme, a build without that file system, no HDFS client
         return f"{type(err).__name__}: {err}"
     return None
+
+
+def redacted(text: str) -> str:
+    """``text`` with the credentials of any ``scheme://user:secret@`` URL in it replaced by ``***``."""
+    return re.sub(r"(\w+://)[^/@\s]+@", r"\1***@", text)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -33,6 +34,7 @@ FEATURES, LABEL, IS_VALIDATION = "x", "y", "v"
 DATA_DIR_CONFS = ("spark.sparkdl.dataDir", "petastorm.spark.converter.parentCacheDirUrl")
 # Decoded bytes per Parquet row group: the unit a rank reads, shuffles and prefetches.
 ROW_GROUP_BYTES = 8 * 1024 * 1024
+MAX_GROUP_ROWS = 1 << 20
 WRITTEN_SCHEMA = "file string, rows array<bigint>, validationRows array<bigint>, rowBytes bigint"
 
 
@@ -119,18 +121,20 @@ def materialize(df, featuresCol: str, labelCol: str | None = None, validation=No
 
 
 def _partition_writer(root: str, group_bytes: int):
-    """The function each Spark task runs: its rows to ``<root>/part-<partition>-<attempt>.parquet``, one summary row out."""
+    """The function each Spark task runs: its rows to ``<root>/part-<partition>-<task attempt>.parquet``, one summary row out."""
 
     def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import TaskContext
 
         context = TaskContext.get()
-        name = f"part-{context.partitionId():05d}-{context.attemptNumber()}.parquet"
+        # The task attempt id is unique in the application, so a retried stage never overwrites a file.
+        name = f"part-{context.partitionId():05d}-{context.taskAttemptId()}.parquet"
         batches = (b for b in batches if b.num_rows)
         first = next(batches, None)
         if first is None:
             return  # an empty partition writes no file
-        group_rows = max(1, group_bytes * first.num_rows // max(1, first.nbytes))
+        # Parquet's writer splits larger groups (pyarrow >= 15: 1Mi rows) and the summary counts one per write.
+        group_rows = min(MAX_GROUP_ROWS, max(1, group_bytes * first.num_rows // max(1, first.nbytes)))
         fs, directory = open_filesystem(root)
         fs.create_dir(directory, recursive=True)
         rows, validation_rows = [], []
@@ -162,10 +166,13 @@ def _chain(first, rest):
 
 
 def _delete(fs, path: str) -> None:
+    """Delete the fit's directory; a failure to delete warns rather than hiding the fit's own outcome."""
     try:
         fs.delete_dir(path)
     except FileNotFoundError:  # the write failed before creating anything
         pass
+    except OSError as err:
+        warnings.warn(f"sparkdl could not delete its training data at {path}: {err}", stacklevel=3)
 
 
 def open_parquet(url: str) -> pq.ParquetFile:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import queue
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -82,17 +83,22 @@ def epoch_rows(data: ParquetData, size: int) -> int:
 
 
 class ParquetReader:
-    """Reads pieces from the Parquet files on their file system, each file opened once."""
+    """Reads pieces from the Parquet files on their file system, keeping the last few files open."""
+
+    OPEN_FILES = 8
 
     def __init__(self, data: ParquetData):
-        self.data, self._files, self._fs = data, {}, None
+        self.data, self._files, self._fs = data, OrderedDict(), None
 
     def table(self, piece: Piece) -> pa.Table:
         if piece.file not in self._files:
             if self._fs is None:
                 self._fs, self._root = open_filesystem(self.data.root)
+            if len(self._files) >= self.OPEN_FILES:
+                self._files.popitem(last=False)[1].close()
             handle = self._fs.open_input_file(f"{self._root}/{self.data.files[piece.file].name}")
             self._files[piece.file] = pq.ParquetFile(handle)
+        self._files.move_to_end(piece.file)
         return self._files[piece.file].read_row_group(piece.group, use_threads=False)
 
 

@@ -54,12 +54,12 @@ def _check_thresholds(name: str, value: list[float] | None) -> None:
 
 
 def _check_data_dir(name: str, value: str | None) -> None:
-    from sparkdl.data.filesystems import filesystem_error
+    from sparkdl.data.filesystems import filesystem_error, redacted
 
     error = None if value is None else filesystem_error(value)
     if error is not None:
         raise ValueError(f"{name}: expected a path or a URL that pyarrow opens (file, hdfs, s3, s3a, gs, abfs, abfss, dbfs), "
-                         f"found {value!r} ({error})")
+                         f"found {redacted(value)!r} ({redacted(error)})")
 
 
 ESTIMATOR = (

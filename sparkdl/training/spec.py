@@ -66,7 +66,8 @@ TRAINING = (
              Options(("pyarrow", "petastorm"))),
     Declared("shuffleBufferRows", "rows each rank shuffles at a time: a shard with at most this many rows is read once and kept in "
              "memory, a larger one is streamed through windows of this many rows in a new random order each epoch, so a rank "
-             "holds about twice this many rows whatever the data size (None: as many rows as 64 MiB hold)",
+             "holds about twice this many rows (or two 8 MiB row groups, if larger) whatever the data size (None: as many rows as "
+             "64 MiB hold); dataLoader='petastorm' always reads the whole data set",
              optional(to_int), None, POSITIVE_OR_NONE),
     Declared("seed", "random seed of initialisation, shuffling and the validation split", to_int, 0),
     Declared("verbose", "0 or False: quiet, 1 or True: one line per epoch, 2: also the backend's own logs", to_int, 1, Options((0, 1, 2))),
