@@ -34,6 +34,12 @@ def written(spark):
         yield data
 
 
+def _epoch(shard, seed: int, rows: int, batch_size: int = 32) -> list:
+    """One epoch's batches, torch's generator seeded first as the training loop seeds it."""
+    torch.manual_seed(seed)
+    return list(shard.batches(seed, rows, batch_size))
+
+
 def _order(batches) -> list[float]:
     return [v for x, _ in batches for v in x[:, 0].tolist()]
 
@@ -70,7 +76,9 @@ def test_a_buffer_holding_the_whole_shard_streams_the_in_memory_batches(written,
     kept = InMemoryShard(written, 0, 2, CLASSIFICATION, [2])
     streamed = StreamingShard(written, 0, 2, CLASSIFICATION, [2], buffer_rows=kept.train_rows)
     for seed in (0, 1, 17):
-        ours, reference = list(streamed.batches(seed, rows, 32)), list(kept.batches(seed, rows, 32))
+        ours, reference = _epoch(streamed, seed, rows), _epoch(kept, seed, rows)
+        torch.manual_seed(seed)  # the order is torch's permutation after the epoch's seed, as it always was
+        assert torch.equal(reference[0][0], kept.x[torch.randperm(kept.train_rows)[:32]])
         assert [len(x) for x, _ in ours] == [len(x) for x, _ in reference]
         for (x, y), (xr, yr) in zip(ours, reference):
             assert torch.equal(x, xr) and torch.equal(y, yr)
@@ -80,11 +88,11 @@ def test_a_small_buffer_visits_every_training_row_once_per_epoch_in_a_new_order(
     shard = StreamingShard(written, 1, 2, CLASSIFICATION, [2], buffer_rows=100)
     windows = shard.windows(seed=3)
     assert len(windows) > 3 and all(sum(p.rows for p in w) <= 100 for w in windows)
-    first, second = (_order(shard.batches(seed, shard.train_rows, 32)) for seed in (3, 4))
+    first, second = (_order(_epoch(shard, seed, shard.train_rows)) for seed in (3, 4))
     kept = InMemoryShard(written, 1, 2, CLASSIFICATION, [2])
     assert sorted(first) == sorted(second) == sorted(kept.x[:, 0].tolist()) and first != second
-    assert _order(shard.batches(3, shard.train_rows, 32)) == first  # the same seed, the same order (resume relies on it)
-    longer = _order(shard.batches(3, shard.train_rows + 150, 32))  # a shorter shard wraps around: the pass again
+    assert _order(_epoch(shard, 3, shard.train_rows)) == first  # the same seed, the same order (resume relies on it)
+    longer = _order(_epoch(shard, 3, shard.train_rows + 150))  # a shorter shard wraps around: the pass again
     assert longer == first + first[:150]
     streamed_validation = np.concatenate([x[:, 0].numpy() for x, _ in shard.validation()])
     np.testing.assert_array_equal(streamed_validation, kept.x_val[:, 0].numpy())

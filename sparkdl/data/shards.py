@@ -8,7 +8,8 @@ at most one), cut into pieces of row groups from the counts
 A shard whose rows fit in the shuffle buffer is read once and kept (the
 fastest path). A larger one is streamed: each epoch its pieces are visited
 in a seeded random order, gathered into windows of at most ``bufferRows``
-rows, and each window is shuffled and cut into batches, while a background
+rows, and each window is shuffled (drawing from a copy of torch's global
+generator as the epoch's seed left it) and cut into batches, while a background
 thread reads and decodes the next window. A rank then holds at most two
 windows (the one training and the next), whatever the data size. With a
 buffer that holds the whole shard the two paths give the same batches.
@@ -171,7 +172,13 @@ class Shard:
         return x, torch.from_numpy(self.task.targets(features, labels))
 
     def batches(self, seed: int, rows: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """``rows`` training rows in batches, in an order drawn from ``seed``; the shard repeats when shorter."""
+        """``rows`` training rows in batches; the shard repeats when shorter.
+
+        Rows are permuted by torch's global generator as it stands at the
+        first batch (the training loop seeds it each epoch, so a resumed
+        epoch draws what the uninterrupted one drew); a streamed shard also
+        orders its row groups by ``seed``.
+        """
         raise NotImplementedError
 
     def validation(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -188,7 +195,7 @@ class InMemoryShard(Shard):
         self.x_val, self.y_val = self.tensors(*read_pieces(self.reader, self.validation_pieces))
 
     def batches(self, seed, rows, batch_size):
-        order = torch.randperm(len(self.x), generator=torch.Generator().manual_seed(seed))
+        order = torch.randperm(len(self.x))
         order = order.repeat(math.ceil(rows / max(1, len(self.x))))[:rows]
         for start in range(0, rows, batch_size):
             index = order[start : start + batch_size]
@@ -219,8 +226,9 @@ class StreamingShard(Shard):
             held += self.train[i].rows
         return [[self.train[i] for i in sorted(w)] for w in windows if w]
 
-    def _shuffled_windows(self, seed: int):
-        generator = torch.Generator().manual_seed(seed)
+    def _shuffled_windows(self, seed: int, rng_state: torch.Tensor):
+        generator = torch.Generator()
+        generator.set_state(rng_state)  # every pass permutes as the first did, like the in-memory shard's repeats
         loaded = (self.tensors(*read_pieces(self.reader, w)) for w in self.windows(seed))
         with Prefetched(loaded, ahead=2) as windows:
             for x, y in windows:
@@ -228,8 +236,9 @@ class StreamingShard(Shard):
 
     def batches(self, seed, rows, batch_size):
         parts, held, emitted = [], 0, 0
-        while emitted < rows:  # each pass is the same seeded order, as the in-memory shard repeats its permutation
-            for x, y, order in self._shuffled_windows(seed):
+        rng_state = torch.get_rng_state()
+        while emitted < rows:
+            for x, y, order in self._shuffled_windows(seed, rng_state):
                 position = 0
                 while position < len(order) and emitted < rows:
                     take = min(batch_size - held, len(order) - position, rows - emitted - held)
