@@ -16,6 +16,7 @@ ranks need to read it (pyarrow's file systems), not Hadoop connector jars.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import uuid
 import warnings
@@ -146,7 +147,7 @@ def _partition_writer(root: str, group_bytes: int):
                 validation_rows.append(int(pc.sum(table[IS_VALIDATION]).as_py() or 0) if IS_VALIDATION in table.column_names else 0)
 
             pending: list[pa.RecordBatch] = []
-            for batch in _chain(first, batches):
+            for batch in itertools.chain([first], batches):
                 pending.append(batch)
                 while sum(b.num_rows for b in pending) >= group_rows:
                     table = pa.Table.from_batches(pending)
@@ -158,11 +159,6 @@ def _partition_writer(root: str, group_bytes: int):
         yield pa.RecordBatch.from_pylist([{"file": name, "rows": rows, "validationRows": validation_rows, "rowBytes": row_bytes}])
 
     return write
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
 
 
 def _delete(fs, path: str) -> None:
