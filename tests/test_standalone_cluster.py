@@ -1,6 +1,8 @@
-"""sparkdl against a real standalone Spark cluster (master + one 2-core worker on 127.0.0.1)."""
+"""sparkdl against a real standalone Spark cluster on 127.0.0.1: a master and one 2-core worker, or two 1-core workers."""
 
+import contextlib
 import json
+import re
 import os
 import signal
 import socket
@@ -32,9 +34,12 @@ def _wait_for_port(port: int, seconds: float) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {seconds} s")
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    """Start a master and a worker; stop both afterwards, also when the test fails."""
+@contextlib.contextmanager
+def _standalone(tmp_path, worker_cores):
+    """A master and one worker per entry of ``worker_cores``; yields (master URL, worker pids).
+
+    Both are stopped afterwards, also when the test fails.
+    """
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable,
            "SPARK_WORKER_DIR": str(tmp_path / "work"), "SPARK_LOG_DIR": str(tmp_path)}
     port = _free_port()
@@ -46,11 +51,12 @@ def cluster(tmp_path):
              "--port", str(port), "--webui-port", str(_free_port())],
             env=env, stdout=open(tmp_path / "master.log", "w"), stderr=subprocess.STDOUT, start_new_session=True))
         _wait_for_port(port, 60)
-        processes.append(subprocess.Popen(
-            [str(SPARK_CLASS), "org.apache.spark.deploy.worker.Worker", url, "--cores", "2", "--memory", "3g",
-             "--host", "127.0.0.1", "--webui-port", str(_free_port())],
-            env=env, stdout=open(tmp_path / "worker.log", "w"), stderr=subprocess.STDOUT, start_new_session=True))
-        yield url
+        for i, cores in enumerate(worker_cores):
+            processes.append(subprocess.Popen(
+                [str(SPARK_CLASS), "org.apache.spark.deploy.worker.Worker", url, "--cores", str(cores), "--memory", "3g",
+                 "--host", "127.0.0.1", "--webui-port", str(_free_port())],
+                env=env, stdout=open(tmp_path / f"worker-{i}.log", "w"), stderr=subprocess.STDOUT, start_new_session=True))
+        yield url, [p.pid for p in processes[1:]]
     finally:
         for process in reversed(processes):
             try:
@@ -58,6 +64,35 @@ def cluster(tmp_path):
                 process.wait(timeout=30)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A master and one 2-core worker."""
+    with _standalone(tmp_path, [2]) as (url, _):
+        yield url
+
+
+@pytest.fixture
+def two_workers(tmp_path):
+    """A master and two 1-core workers: each rank's executor on its own worker."""
+    with _standalone(tmp_path, [1, 1]) as started:
+        yield started
+
+
+def _executors_of(worker_pids):
+    """The pids of the executor JVMs the workers launched (spark-class execs the worker's JVM)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent in worker_pids and b"CoarseGrainedExecutorBackend" in cmdline:
+            found.append(int(entry.name))
+    return found
 
 
 @pytest.mark.timeout(420)
@@ -84,3 +119,52 @@ def test_spark_submit_runs_a_pipeline_on_the_standalone_cluster(cluster, tmp_pat
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["epochs_run"] == 5 and metrics["test_accuracy"] > 0.8
     assert any(p.name.startswith("app-") for p in (tmp_path / "work").iterdir())  # its executors ran on the worker
+
+
+@pytest.mark.timeout(600)
+def test_an_executor_killed_mid_fit_is_replaced_and_the_fit_finishes_as_if_uninterrupted(two_workers, tmp_path, report):
+    """spark-submit runs a fit twice; during the second, after epoch 3, one executor is killed with SIGKILL."""
+    url, workers = two_workers
+    epochs = 8
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    command = [str(Path(sys.executable).parent / "spark-submit"), "--master", url, "--total-executor-cores", "2",
+               "--executor-memory", "2g", "--conf", "spark.ui.enabled=false", "--conf", f"spark.pyspark.python={sys.executable}",
+               str(HERE / "scripts" / "cluster_restart.py"), "horovod", str(epochs), str(tmp_path / "checkpoints")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=HERE.parent, env=env)
+    lines, second, killed_at = [], False, None
+    try:
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+            second = second or line.startswith("second fit")
+            if second and killed_at is None and line.startswith("epoch 3/"):
+                victim = max(_executors_of(workers))
+                os.kill(victim, signal.SIGKILL)
+                killed_at = time.time()
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = "\n".join(lines)
+    assert process.returncode == 0, output[-4000:]
+    assert killed_at is not None, output[-4000:]
+    figures = json.loads(next(line for line in reversed(lines) if line.startswith("{")))
+    after = lines[lines.index("second fit"):]
+    # every epoch line reaches spark-submit's output, from whichever executor rank 0 ran on
+    for epoch in range(1, epochs + 1):
+        assert any(line.startswith(f"epoch {epoch}/{epochs}  loss") for line in after), f"epoch {epoch} missing:\n{output[-4000:]}"
+    restart_lines = [line for line in after if line.startswith("sparkdl: rank")]
+    assert len(restart_lines) == 1, output[-4000:]
+    match = re.match(r"sparkdl: rank [01] on executor \d+ \(127\.0\.0\.1\) was lost: Spark removed executor \d+: "
+                     r"Command exited with code 137 \(signal 9, SIGKILL\); restart 1 of 2: waiting for 2 task slots, "
+                     r"then the ranks resume from epoch (\d+)$", restart_lines[0])
+    assert match, restart_lines[0]
+    resumed_from = int(match.group(1))  # 3, or later if an epoch ended between the line and the kill
+    assert 3 <= resumed_from < epochs
+    assert figures["history"] == list(range(1, epochs + 1)) and figures["epochsRun"] == list(range(1, epochs + 1))
+    assert abs(figures["restartedAccuracy"] - figures["uninterruptedAccuracy"]) <= 0.01
+    (restart,) = figures["restarts"]
+    assert restart["resumedFromEpoch"] == resumed_from and restart["lost"][0]["executor"] is not None
+    print("\n".join(line for line in after if line.startswith(("epoch", "sparkdl"))))  # visible with pytest -s
+    report("restart: kill -> first step of the restarted ranks (s)", restart["firstStepAt"] - killed_at)
+    report("restart: fit with a killed executor / uninterrupted fit (time)", figures["restartedSeconds"] / figures["uninterruptedSeconds"])
+    report("restart: same weights as the uninterrupted fit", figures["sameWeights"])

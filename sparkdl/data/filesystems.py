@@ -35,6 +35,8 @@ def normalize(url: str) -> str:
 
 def open_filesystem(url: str) -> tuple[pafs.FileSystem, str]:
     """The pyarrow file system of ``url`` and the path of ``url`` on it."""
+    if not urlparse(url).scheme:
+        return pafs.LocalFileSystem(), os.path.abspath(url)  # any characters, no URI quoting
     return pafs.FileSystem.from_uri(normalize(url))
 
 

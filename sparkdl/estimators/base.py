@@ -12,15 +12,18 @@ from __future__ import annotations
 import math
 import os
 import threading
+import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
+from pyspark import SparkContext
 from pyspark.ml import Estimator
 from pyspark.ml.linalg import VectorUDT
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from sparkdl.data.filesystems import join
 from sparkdl.data.materialize import materialize, petastorm_error
 from sparkdl.data.schema import (
     ColumnCheck,
@@ -41,6 +44,7 @@ from sparkdl.estimators.persistence import (
 from sparkdl.estimators.params import TorchParams, check_declared, stage
 from sparkdl.training.backends import HOROVOD_SETUP, get_backend, horovod_error
 from sparkdl.training.loop import GLOBAL_RNG_LOCK, build_network
+from sparkdl.training.restarts import run_with_restarts
 from sparkdl.training.spec import TrainSpec, training_values
 from sparkdl.training.tasks import Task, get_task
 
@@ -265,13 +269,23 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
             progressBar=bool(self.getVerbose()) and _interactive(),
             initWeights=plan.initWeights,
             testHooks=dict(self._test_hooks),
+            runId=uuid.uuid4().hex,
             **training_values(self.getOrDefault, plan.task.default_loss),
         )
 
     def _train(self, data, plan: FitPlan) -> "TorchModel":
         spec = self._spec(data, plan)
-        result = get_backend(self.getBackend(), plan.numProc, self.getVerbose()).run(spec)
+        backend = get_backend(self.getBackend(), plan.numProc, self.getVerbose())
+        restarts: list[dict[str, Any]] = []
+        if backend.name == "local":
+            result = backend.run(spec)
+        else:
+            if self.getMaxRestarts() and spec.checkpointDir is None:  # restarted ranks resume from there
+                spec = replace(spec, checkpointDir=join(data.root, "checkpoints"))
+            context = SparkContext._active_spark_context
+            result, restarts = run_with_restarts(backend, spec, context, self.getMaxRestarts(), self.getRestartTimeout())
         model = (self._model_class or TorchModel)._from_training(spec, result)
+        model.restarts = restarts
         model.initReport = plan.initReport
         if plan.initReport and self.getVerbose():
             from sparkdl.training.transfer import format_report

@@ -69,6 +69,8 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
         self.rankEpochs: list[int] = []
         self.epochsRun: list[int] = []
         self.initReport: dict[str, list[str]] | None = None  # what initFrom loaded, when it was set
+        # one record per restart of lost ranks: which were lost and why, the epoch resumed from, when
+        self.restarts: list[dict[str, Any]] = []
         self._broadcast = None
 
     @classmethod
@@ -113,6 +115,7 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
             "outputSize": spec["outputSize"],
             "task": spec["task"],
             "bestEpoch": self.bestEpoch,
+            "restarts": self.restarts,
             "weightsSha256": save_weights(path, self.weights),
         }
         if pickled:
@@ -137,6 +140,7 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
         }
         model.weights = load_weights(path, info["weightsSha256"])
         model.bestEpoch = info.get("bestEpoch")
+        model.restarts = info.get("restarts", [])
         model.history = read_json_file(path, HISTORY)
         try:
             model.network()  # the weights must fit the stored architecture

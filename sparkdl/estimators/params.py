@@ -36,7 +36,7 @@ from sparkdl.training.declared import (
     to_string,
     to_string_list,
 )
-from sparkdl.training.spec import POSITIVE, POSITIVE_OR_NONE, TRAINING, _names
+from sparkdl.training.spec import NON_NEGATIVE, POSITIVE, POSITIVE_OR_NONE, TRAINING, _names
 
 
 def _to_architecture(value):
@@ -74,6 +74,11 @@ ESTIMATOR = (
     Declared("numProc", "number of training processes (Horovod ranks); None: Spark's default parallelism", optional(to_int), None, POSITIVE_OR_NONE),
     Declared("backend", "auto (horovod when horovod.torch imports, else torch_distributor), horovod, torch_distributor or local", to_string, "auto",
              Options(source=_names("sparkdl.training.backends", "BACKENDS"))),
+    Declared("maxRestarts", "how many times a fit starts its ranks again when one is lost (its process, Python worker or executor "
+             "went away), each time resuming from the last epoch's checkpoint (in checkpointDir, or a temporary one beside the "
+             "training data); an exception raised by the training code is never retried (0: fail at once)", to_int, 2, NON_NEGATIVE),
+    Declared("restartTimeout", "seconds a restart waits for Spark to offer the ranks' task slots again before the fit fails (> 0)",
+             to_float, 300.0, POSITIVE),
     Declared("dataDir", "directory for the materialised training data, on any file system pyarrow opens: a path, file://, hdfs://, s3:// (or s3a://), gs://, abfs(s):// or dbfs:/; executors write there and every rank reads from there, so on a cluster it must be reachable from all of them; sparkdl deletes only what it writes there (None: the Spark conf spark.sparkdl.dataDir, else petastorm.spark.converter.parentCacheDirUrl, else a temporary directory)", optional(to_string), None, _check_data_dir),
     Declared("inferenceBatchSize", "rows per forward pass in transform (> 0)", to_int, 1024, POSITIVE),
     Declared("initFrom", "saved sparkdl model (path, or a list of paths) whose weights initialise the network wherever they fit; None: random initialisation", to_paths, None),

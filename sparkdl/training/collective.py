@@ -53,6 +53,7 @@ class HorovodCollective(LocalCollective):
         hvd.init()
         self.hvd = hvd
         self.rank, self.size, self.local_size = hvd.rank(), hvd.size(), hvd.local_size()
+        self.resumed = False
 
     def allreduce_sum(self, values: np.ndarray) -> np.ndarray:
         tensor = torch.as_tensor(np.asarray(values, dtype=np.float64))
@@ -62,12 +63,18 @@ class HorovodCollective(LocalCollective):
         # Horovod creates a fresh optimizer's state with one zero-gradient step, which
         # weight decay turns into a real update: the weights are put back after it.
         weights = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+        self.resumed = bool(optimizer.state)  # loaded from a checkpoint, not made by that step
         self.hvd.broadcast_optimizer_state(optimizer, root_rank=0)
         model.load_state_dict(weights)
         self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
 
     def wrap(self, model, optimizer):
-        return model, self.hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
+        # DistributedOptimizer is a new optimizer over the same parameter groups, with an
+        # empty state: a resumed run carries its loaded state (Adam's moments and step) over.
+        wrapped = self.hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
+        if self.resumed:
+            wrapped.load_state_dict(optimizer.state_dict())
+        return model, wrapped
 
     def average_buffers(self, model) -> None:
         for name, buffer in model.named_buffers():

@@ -10,18 +10,23 @@ from __future__ import annotations
 import copy
 import hashlib
 import inspect
+import io
 import math
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow.fs as pafs
 import torch
 import torch.nn as nn
 
+from sparkdl.data.filesystems import open_filesystem
 from sparkdl.data.shards import epoch_rows, open_shard
+from sparkdl.training.reports import Reporter
 from sparkdl.training.spec import TrainSpec
 from sparkdl.training.tasks import get_task
 from sparkdl.training.transfer import is_frozen
@@ -92,22 +97,35 @@ def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + rank * 104_729) % (2**31)
 
 
-def _save_checkpoint(path: str, state: dict[str, Any]) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # never a half-written checkpoint at ``path``
+def _save_checkpoint(directory: str, state: dict[str, Any]) -> None:
+    """Write ``state`` as ``directory``/checkpoint.pt on any file system; never a half-written one there."""
+    fs, path = open_filesystem(directory)
+    fs.create_dir(path, recursive=True)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    target = f"{path.rstrip('/')}/{CHECKPOINT_FILE}"
+    partial = f"{target}.tmp-{os.getpid()}"
+    with fs.open_output_stream(partial) as f:
+        f.write(buffer.getbuffer())
+    fs.move(partial, target)
 
 
 def load_checkpoint(checkpoint_dir: str) -> dict[str, Any] | None:
-    path = os.path.join(checkpoint_dir, CHECKPOINT_FILE)
-    if not os.path.exists(path):
+    fs, path = open_filesystem(checkpoint_dir)
+    target = f"{path.rstrip('/')}/{CHECKPOINT_FILE}"
+    if fs.get_file_info(target).type != pafs.FileType.File:
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    with fs.open_input_stream(target) as f:
+        return torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
 
 
-def train(spec: TrainSpec, comm) -> TrainResult:
-    """Train on this rank's shard; every rank returns, rank 0 with the weights."""
+def train(spec: TrainSpec, comm, reporter: Reporter | None = None) -> TrainResult:
+    """Train on this rank's shard; every rank returns, rank 0 with the weights.
+
+    Rank 0 reports its epochs, progress and checkpoints to ``reporter`` (by
+    default it prints them: the local backend runs on the driver).
+    """
+    reporter = reporter or Reporter(None, comm.rank)
     threads = spec.threads or max(1, (os.cpu_count() or 1) // max(1, comm.local_size))
     torch.set_num_threads(threads)
     task = get_task(spec.task)
@@ -128,6 +146,8 @@ def train(spec: TrainSpec, comm) -> TrainResult:
     history: list[dict[str, float]] = []
     start_epoch, best = 0, {"epoch": None, "metric": None, "state": None, "bad_epochs": 0}
     checkpoint = load_checkpoint(spec.checkpointDir) if (spec.resume and spec.checkpointDir) else None
+    if checkpoint is not None and spec.resumeRun is not None and checkpoint.get("run") != spec.resumeRun:
+        checkpoint = None  # written by an earlier fit, before this one wrote its first
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -146,12 +166,17 @@ def train(spec: TrainSpec, comm) -> TrainResult:
             network = comm.set_trainable(model, network, {n for n in frozen if frozen_now})
         if spec.testHooks.get("fail_at_epoch") == epoch + 1 and comm.rank == spec.testHooks.get("fail_rank", comm.rank):
             raise RuntimeError(f"injected failure at epoch {epoch + 1} on rank {comm.rank}")
+        if spec.testHooks.get("kill_at_epoch") == epoch + 1 and comm.rank == spec.testHooks.get("kill_rank", comm.rank) \
+                and (spec.reports is None or spec.reports.attempt < spec.testHooks.get("kill_attempts", 1)):
+            os.kill(os.getpid(), signal.SIGKILL)  # a lost process: no exception, no report
         seed = _epoch_seed(spec.seed, epoch, comm.rank)
         torch.manual_seed(seed)
         network.train()
         sums = np.zeros(3)
-        bar = ProgressBar(epoch + 1, spec.epochs, steps) if spec.progressBar and spec.verbose and comm.rank == 0 else None
+        bar = ProgressBar(epoch + 1, spec.epochs, steps, reporter) if spec.progressBar and spec.verbose and comm.rank == 0 else None
         for step, (xb, yb) in enumerate(shard.batches(seed, rows_per_epoch, spec.batchSize)):
+            if step == 0 and epoch == start_epoch and comm.rank == 0:
+                reporter.first_step(epoch + 1)
             output, yb = task.scored(model, network(xb), xb, yb)
             loss = task.loss(spec.lossFunction, output, yb, model, spec.classWeights)
             optimizer.zero_grad()
@@ -178,12 +203,14 @@ def train(spec: TrainSpec, comm) -> TrainResult:
                 stop = spec.earlyStoppingPatience is not None and best["bad_epochs"] >= spec.earlyStoppingPatience
         if comm.rank == 0:
             if spec.verbose:
-                print(("\r\x1b[K" if bar is not None else "") + _format_epoch(record, spec.epochs), flush=True)
+                reporter.epoch(record, spec.epochs)
             if spec.checkpointDir:
                 _save_checkpoint(
-                    os.path.join(spec.checkpointDir, CHECKPOINT_FILE),
-                    {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history, "best": best},
+                    spec.checkpointDir,
+                    {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history,
+                     "best": best, "run": spec.runId},
                 )
+                reporter.checkpoint(epoch + 1)
         if stop:
             break
 
@@ -230,8 +257,9 @@ def _frozen_at(spec: TrainSpec, epoch: int) -> bool:
 class ProgressBar:
     """A one-line bar of the steps of an epoch with the running loss, redrawn at most 5 times a second."""
 
-    def __init__(self, epoch: int, epochs: int, steps: int, width: int = 30):
+    def __init__(self, epoch: int, epochs: int, steps: int, reporter: Reporter, width: int = 30):
         self.prefix, self.steps, self.width, self.drawn = f"epoch {epoch}/{epochs}", steps, width, 0.0
+        self.reporter = reporter
 
     def update(self, step: int, sums: np.ndarray) -> None:
         now = time.perf_counter()
@@ -240,11 +268,4 @@ class ProgressBar:
         self.drawn = now
         filled = self.width * step // self.steps
         loss = sums[0] / max(sums[1], 1.0)
-        print(f"\r{self.prefix} [{'=' * filled}{' ' * (self.width - filled)}] {step}/{self.steps}  loss {loss:.4f}", end="", flush=True)
-
-
-def _format_epoch(record: dict[str, float], epochs: int) -> str:
-    parts = [f"epoch {int(record['epoch'])}/{epochs}"]
-    parts += [f"{k} {v:.4f}" for k, v in record.items() if k not in ("epoch", "seconds")]
-    parts.append(f"{record['seconds']:.1f}s")
-    return "  ".join(parts)
+        self.reporter.progress(f"{self.prefix} [{'=' * filled}{' ' * (self.width - filled)}] {step}/{self.steps}  loss {loss:.4f}")

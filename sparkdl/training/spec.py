@@ -87,6 +87,11 @@ _RUN_FIELDS = [
     ("initWeights", Any, field(default=None)),  # name -> numpy array, loaded before the first step
     ("threads", Any, field(default=None)),  # torch threads per rank; None: the cores of this host / local ranks
     ("testHooks", dict, field(default_factory=dict)),  # e.g. {"fail_at_epoch": 3}
+    ("reports", Any, field(default=None)),  # sparkdl.training.reports.ReportAddress: where ranks report (None: they print)
+    # the fit's id, written into its checkpoints; a restart resumes only from a checkpoint of ``resumeRun``
+    # (None: from any), so a stale checkpoint of an earlier fit is never taken for this one's
+    ("runId", Any, field(default=None)),
+    ("resumeRun", Any, field(default=None)),
 ]
 
 

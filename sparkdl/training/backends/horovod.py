@@ -7,6 +7,7 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any
 
+from sparkdl.training import reports
 from sparkdl.training.backends import horovod_internals, warm
 from sparkdl.training.backends.result import finish_rank, from_plain, to_plain
 from sparkdl.training.spec import TrainSpec
@@ -28,6 +29,7 @@ WARM_SERVER_ENV = "SPARKDL_WARM_RANK_SERVER"
 
 def _rank_main(spec: TrainSpec) -> dict[str, Any]:
     """A rank: trains in a child of the executor's warm process server if there is one, else here."""
+    reports.remember_executor()  # the warm server's child is not under the executor's process tree
     name = os.environ.get(WARM_SERVER_ENV)
     if name:
         try:
@@ -38,10 +40,14 @@ def _rank_main(spec: TrainSpec) -> dict[str, Any]:
 
 
 def _train_rank(spec: TrainSpec) -> dict[str, Any]:
+    return reports.reporting(spec.reports, int(os.environ["HOROVOD_RANK"]), _train, spec)
+
+
+def _train(reporter: reports.Reporter, spec: TrainSpec) -> dict[str, Any]:
     from sparkdl.training.collective import HorovodCollective
     from sparkdl.training.loop import train
 
-    return finish_rank(to_plain(train(spec, HorovodCollective())))
+    return finish_rank(to_plain(train(spec, HorovodCollective(), reporter)))
 
 
 class HorovodBackend:

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
+from sparkdl.training import reports
 from sparkdl.training.backends.result import finish_rank, from_plain, to_plain
 from sparkdl.training.spec import TrainSpec
 
@@ -10,12 +12,16 @@ if TYPE_CHECKING:
 
 
 def _rank_main(spec: TrainSpec) -> dict[str, Any]:
+    return reports.reporting(spec.reports, int(os.environ["RANK"]), _train, spec)
+
+
+def _train(reporter: reports.Reporter, spec: TrainSpec) -> dict[str, Any]:
     from sparkdl.training.collective import TorchDistributedCollective
     from sparkdl.training.loop import train
 
     comm = TorchDistributedCollective()
     try:
-        return finish_rank(to_plain(train(spec, comm)))
+        return finish_rank(to_plain(train(spec, comm, reporter)))
     finally:
         comm.close()
 

@@ -1,0 +1,342 @@
+"""What the ranks of a fit tell the driver while they run, over one small channel per fit.
+
+The driver opens a ``ReportServer`` around a run; its ``ReportAddress``
+(host, port, a per-fit secret) travels to the ranks in the ``TrainSpec``.
+Each rank connects (``Reporter``), answers the server's challenge with an
+HMAC of the secret, and then sends JSON lines:
+
+- ``hello``: its rank, host, executor and process id;
+- rank 0's epoch records, its step progress and each checkpoint it wrote;
+- ``end``: done, or the exception it raised and whether that was a
+  collective failing because a peer went away.
+
+The server prints rank 0's progress on the driver's stdout, so epoch lines
+reach ``spark-submit``'s output on any cluster (ranks send them instead of
+printing them: they appear once, also in local mode). It keeps each rank's
+state, from which the driver tells a lost rank (its connection closed with
+no ``end``: its process, Python worker or executor went away) from an
+error in the training code. It parses JSON only: nothing it receives is
+executed. A rank that cannot reach the driver prints its progress itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import socket
+import sys
+import threading
+import time
+from typing import Any, TextIO
+
+CHALLENGE_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 10.0
+MAX_LINE = 1 << 20
+# Where a rank keeps its executor's id and host for the warm rank server's child (see remember_executor).
+EXECUTOR_ENV, EXECUTOR_HOST_ENV = "SPARKDL_EXECUTOR_ID", "SPARKDL_EXECUTOR_HOST"
+# What an exception says when a collective failed because a peer went away: it is
+# the consequence of another rank's loss or error, never a cause of its own.
+COLLECTIVE_TYPES = ("HorovodInternalError", "DistError", "DistBackendError", "DistNetworkError", "DistStoreError")
+COLLECTIVE_MESSAGES = ("Horovod has been shut down", "gloo/transport", "Connection reset by peer", "Connection closed by peer")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportAddress:
+    """Where a rank reports, and the secret that proves it belongs to the fit."""
+
+    host: str
+    port: int
+    secret: str
+    attempt: int = 0  # which start of the ranks (0, then one per restart)
+
+
+@dataclasses.dataclass
+class RankReport:
+    """What the driver knows about one rank of one attempt."""
+
+    rank: int
+    attempt: int = 0
+    host: str = "?"
+    executor: str | None = None
+    pid: int | None = None
+    open: bool = True
+    ended: bool = False
+    error: dict[str, Any] | None = None  # {"type", "message", "collective"}
+
+    @property
+    def lost(self) -> bool:
+        """The connection closed (or is still open after the run failed) without an end."""
+        return not self.ended
+
+    def where(self) -> str:
+        """e.g. "rank 1 on executor 2 (10.0.0.7)"."""
+        executor = {None: "an unknown executor", "driver": "the driver"}.get(self.executor, f"executor {self.executor}")
+        return f"rank {self.rank} on {executor} ({self.host})"
+
+
+def format_epoch(record: dict[str, float], epochs: int) -> str:
+    parts = [f"epoch {int(record['epoch'])}/{epochs}"]
+    parts += [f"{k} {v:.4f}" for k, v in record.items() if k not in ("epoch", "seconds")]
+    parts.append(f"{record['seconds']:.1f}s")
+    return "  ".join(parts)
+
+
+def is_collective_error(err: BaseException) -> bool:
+    """Whether ``err`` is a collective that failed because a peer went away."""
+    names = {klass.__name__ for klass in type(err).__mro__}
+    text = str(err)
+    return bool(names.intersection(COLLECTIVE_TYPES)) or any(marker in text for marker in COLLECTIVE_MESSAGES)
+
+
+def _signature(secret: str, challenge: str) -> str:
+    return hmac.new(secret.encode(), challenge.encode(), hashlib.sha256).hexdigest()
+
+
+# -- the driver ---------------------------------------------------------------------------
+class ReportServer:
+    """Accepts the fit's ranks, prints rank 0's progress and keeps every rank's state.
+
+    ``host`` is the address the ranks reach the driver at (``spark.driver.host``);
+    the server listens on all interfaces, like Horovod's own services, and
+    accepts only connections that prove they know the secret.
+    """
+
+    def __init__(self, host: str, verbose: int = 1, out: TextIO | None = None) -> None:
+        self.host, self.verbose, self.out = host, verbose, out or sys.stdout
+        self.secret = secrets.token_hex(32)
+        self.listener = socket.create_server(("", 0), family=socket.AF_INET)
+        self.port = self.listener.getsockname()[1]
+        self.ranks: dict[tuple[int, int], RankReport] = {}
+        self.checkpoints: dict[int, int] = {}  # attempt -> last epoch rank 0 checkpointed
+        self.first_steps: dict[int, tuple[float, int]] = {}  # attempt -> (time.time(), epoch) of rank 0's first step
+        self.changed = threading.Condition()
+        self._bar_drawn = False
+        self._closed = False
+        threading.Thread(target=self._accept, name="sparkdl-reports", daemon=True).start()
+
+    def address(self, attempt: int) -> ReportAddress:
+        return ReportAddress(self.host, self.port, self.secret, attempt)
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()
+        self._end_bar()
+
+    def __enter__(self) -> "ReportServer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- what the driver asks after a run ------------------------------------------------
+    def attempt(self, attempt: int, settle_s: float = 5.0) -> list[RankReport]:
+        """The ranks of ``attempt``, once their connections closed (waiting at most ``settle_s``)."""
+        deadline = time.monotonic() + settle_s
+        with self.changed:
+            while any(r.open for (a, _), r in self.ranks.items() if a == attempt) and time.monotonic() < deadline:
+                self.changed.wait(max(0.0, deadline - time.monotonic()))
+            return sorted((r for (a, _), r in self.ranks.items() if a == attempt), key=lambda r: r.rank)
+
+    def checkpointed(self) -> int | None:
+        """The last epoch rank 0 checkpointed in any attempt (None: none yet)."""
+        with self.changed:
+            return max(self.checkpoints.values(), default=None)
+
+    # -- serving -----------------------------------------------------------------------------
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        report = None
+        with connection:
+            try:
+                challenge = secrets.token_hex(16)
+                connection.settimeout(CHALLENGE_TIMEOUT_S)
+                connection.sendall(challenge.encode() + b"\n")
+                stream = connection.makefile("rb")
+                answer = stream.readline(MAX_LINE).decode().strip()
+                if not hmac.compare_digest(answer, _signature(self.secret, challenge)):
+                    return
+                connection.settimeout(None)
+                for line in iter(lambda: stream.readline(MAX_LINE), b""):
+                    report = self._receive(json.loads(line), report)
+            except (OSError, ValueError):
+                pass
+            finally:
+                if report is not None:
+                    with self.changed:
+                        report.open = False
+                        self.changed.notify_all()
+
+    def _receive(self, message: dict[str, Any], report: RankReport | None) -> RankReport | None:
+        kind = message.get("kind")
+        with self.changed:
+            if kind == "hello":
+                key = (int(message["attempt"]), int(message["rank"]))
+                report = self.ranks[key] = RankReport(
+                    rank=key[1], attempt=key[0], host=str(message.get("host")), executor=message.get("executor"), pid=message.get("pid")
+                )
+                self.changed.notify_all()
+                return report
+            if report is None:
+                return None
+            if kind == "end":
+                report.ended, report.error = True, message.get("error")
+                self.changed.notify_all()
+            elif kind == "checkpoint":
+                self.checkpoints[report.attempt] = int(message["epoch"])
+            elif kind == "step":
+                self.first_steps.setdefault(report.attempt, (time.time(), int(message["epoch"])))
+        if kind == "epoch":
+            if self.verbose:
+                self._print(format_epoch(message["record"], int(message["epochs"])))
+        elif kind == "progress" and self.verbose:
+            self._draw(str(message["text"]))
+        return report
+
+    def say(self, line: str) -> None:
+        """Print a line of the driver's own (a restart) between the ranks' lines."""
+        self._print(line)
+
+    def _print(self, line: str) -> None:
+        prefix = "\r\x1b[K" if self._bar_drawn else ""
+        self._bar_drawn = False
+        print(prefix + line, file=self.out, flush=True)
+
+    def _draw(self, text: str) -> None:
+        self._bar_drawn = True
+        print("\r" + text, end="", file=self.out, flush=True)
+
+    def _end_bar(self) -> None:
+        if self._bar_drawn:
+            self._bar_drawn = False
+            print(file=self.out, flush=True)
+
+
+# -- a rank -------------------------------------------------------------------------------
+class Reporter:
+    """How a rank reports. Without an address (the local backend runs on the driver) it prints."""
+
+    def __init__(self, address: ReportAddress | None, rank: int) -> None:
+        self.rank = rank
+        self.connection: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._bar_drawn = False  # printing here: a progress bar is on the current line
+        if address is None:
+            return
+        try:
+            connection = socket.create_connection((address.host, address.port), timeout=CONNECT_TIMEOUT_S)
+            challenge = connection.makefile("rb").readline(MAX_LINE).decode().strip()
+            connection.sendall(_signature(address.secret, challenge).encode() + b"\n")
+            connection.settimeout(None)
+            self.connection = connection
+        except OSError as err:
+            print(f"sparkdl: rank {rank} cannot report to the driver at {address.host}:{address.port} ({err}); "
+                  "it prints its progress here", file=sys.stderr, flush=True)
+            return
+        executor, host = executor_identity()
+        self._send({"kind": "hello", "attempt": address.attempt, "rank": rank, "host": host or connection.getsockname()[0],
+                    "executor": executor, "pid": os.getpid()})
+
+    def first_step(self, epoch: int) -> None:
+        """Rank 0 starts training (its first step of ``epoch``, 1-based)."""
+        self._send({"kind": "step", "epoch": epoch})
+
+    def epoch(self, record: dict[str, float], epochs: int) -> None:
+        if not self._send({"kind": "epoch", "record": record, "epochs": epochs}):
+            print(("\r\x1b[K" if self._bar_drawn else "") + format_epoch(record, epochs), flush=True)
+            self._bar_drawn = False
+
+    def progress(self, text: str) -> None:
+        if not self._send({"kind": "progress", "text": text}):
+            print("\r" + text, end="", flush=True)
+            self._bar_drawn = True
+
+    def checkpoint(self, epoch: int) -> None:
+        self._send({"kind": "checkpoint", "epoch": epoch})
+
+    def end(self, error: BaseException | None = None) -> None:
+        described = None if error is None else {
+            "type": type(error).__name__, "message": str(error)[:2000], "collective": is_collective_error(error),
+        }
+        self._send({"kind": "end", "error": described})
+        self.close()
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+    def _send(self, message: dict[str, Any]) -> bool:
+        """Whether the message went to the driver (False: there is no channel)."""
+        with self._lock:
+            if self.connection is None:
+                return False
+            try:
+                self.connection.sendall(json.dumps(message).encode() + b"\n")
+                return True
+            except OSError:
+                self.connection = None
+                return False
+
+
+def reporting(address: ReportAddress | None, rank: int, run: Any, *args: Any) -> Any:
+    """``run(reporter, *args)`` on a rank, then report how it ended; exceptions pass through."""
+    reporter = Reporter(address, rank)
+    try:
+        result = run(reporter, *args)
+    except BaseException as err:
+        reporter.end(err)
+        raise
+    reporter.end()
+    return result
+
+
+def executor_identity() -> tuple[str | None, str | None]:
+    """(executor id, its host as Spark names it) of the executor this process runs under, where known.
+
+    In local mode the id is "driver". Kubernetes executors have both in
+    their environment; elsewhere they are the ``--executor-id`` and
+    ``--hostname`` of the executor JVM above this process. A rank calls
+    ``remember_executor`` before it hands its work to a process outside
+    that tree (the warm rank server).
+    """
+    if os.environ.get(EXECUTOR_ENV):
+        return os.environ[EXECUTOR_ENV], os.environ.get(EXECUTOR_HOST_ENV) or None
+    if os.environ.get("SPARK_EXECUTOR_ID"):
+        return os.environ["SPARK_EXECUTOR_ID"], os.environ.get("SPARK_EXECUTOR_POD_IP")
+    pid = os.getppid()
+    for _ in range(16):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+            with open(f"/proc/{pid}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None, None
+        if "--executor-id" in argv[:-1]:
+            host = argv[argv.index("--hostname") + 1] if "--hostname" in argv[:-1] else None
+            return argv[argv.index("--executor-id") + 1], host
+        if any(arg.endswith("SparkSubmit") for arg in argv):
+            return "driver", None
+        if parent <= 1:
+            return None, None
+        pid = parent
+    return None, None
+
+
+def remember_executor() -> None:
+    """Put this process's executor id and host in its environment, for the processes it hands work to."""
+    executor, host = executor_identity()
+    if executor:
+        os.environ[EXECUTOR_ENV] = executor
+        os.environ[EXECUTOR_HOST_ENV] = host or ""

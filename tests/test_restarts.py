@@ -1,0 +1,167 @@
+"""Lost ranks: the fit starts them again from the last checkpoint; training errors fail at once.
+
+A rank is lost here by the ``kill_at_epoch`` hook: its training process
+sends itself SIGKILL at the start of an epoch, in the first attempt only,
+as when its executor is killed (tests/test_standalone_cluster.py kills a real
+executor). The report channel is tested on its own first.
+"""
+
+import io
+import json
+import os
+import re
+import socket
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from sparkdl.estimators import MLPClassifier, TorchModel
+from sparkdl.training.reports import Reporter, ReportServer, format_epoch, is_collective_error
+from sparkdl.training.restarts import _signal_of
+
+FIT = dict(hiddenLayers=[16], epochs=5, numProc=2, seed=3)
+RESTART_LINE = re.compile(r"sparkdl: rank (\d) on the driver \(.+\) was lost: its process \(pid \d+\) ended without a result "
+                          r"or an error; restart (\d) of (\d): waiting for 2 task slots, then the ranks resume from epoch (\d)")
+
+
+@pytest.fixture(scope="module")
+def small(digits_df):
+    return digits_df.selectExpr("transform(features, v -> v / 16.0) AS features", "label").cache()
+
+
+def _fit(data, hooks=None, **params):
+    estimator = MLPClassifier(**{**FIT, **params})
+    estimator._test_hooks = hooks or {}
+    return estimator.fit(data)
+
+
+def _same_weights(a, b):
+    return a.weights.keys() == b.weights.keys() and all(np.array_equal(a.weights[k], b.weights[k]) for k in a.weights)
+
+
+# -- the channel ------------------------------------------------------------------------------
+def test_rank_0s_epochs_and_progress_are_printed_by_the_driver_and_its_end_is_kept():
+    out = io.StringIO()
+    with ReportServer("127.0.0.1", verbose=1, out=out) as server:
+        reporter = Reporter(server.address(0), rank=0)
+        record = {"epoch": 1, "loss": 0.5, "accuracy": 0.75, "seconds": 1.25}
+        reporter.first_step(1)
+        reporter.progress("epoch 1/2 [===] 3/3")
+        reporter.epoch(record, 2)
+        reporter.checkpoint(1)
+        reporter.end()
+        (rank,) = server.attempt(0)
+        assert (rank.rank, rank.ended, rank.error, rank.lost, rank.open) == (0, True, None, False, False)
+        assert server.checkpointed() == 1 and server.first_steps[0][1] == 1
+    assert out.getvalue() == "\repoch 1/2 [===] 3/3" + "\r\x1b[K" + format_epoch(record, 2) + "\n"
+    assert format_epoch(record, 2) == "epoch 1/2  loss 0.5000  accuracy 0.7500  1.2s"
+
+
+def test_a_rank_whose_connection_closes_without_an_end_is_lost_and_an_error_is_kept_with_its_kind():
+    with ReportServer("127.0.0.1", verbose=0) as server:
+        Reporter(server.address(3), rank=0).close()  # like a process killed mid-fit
+        survivor = Reporter(server.address(3), rank=1)
+        survivor.end(RuntimeError("Horovod has been shut down. This was caused by an exception on one of the ranks"))
+        ranks = server.attempt(3)
+    assert [r.lost for r in ranks] == [True, False]
+    assert ranks[1].error == {"type": "RuntimeError", "message": ranks[1].error["message"], "collective": True}
+
+
+def test_a_connection_that_does_not_know_the_secret_is_refused():
+    with ReportServer("127.0.0.1", verbose=1, out=io.StringIO()) as server:
+        with socket.create_connection(("127.0.0.1", server.port)) as intruder:
+            intruder.makefile("rb").readline()
+            intruder.sendall(b"0" * 64 + b"\n")
+            intruder.sendall(json.dumps({"kind": "hello", "attempt": 0, "rank": 0}).encode() + b"\n")
+            assert intruder.recv(1) == b""  # the server closed it
+        assert server.attempt(0, settle_s=0.5) == [] and server.out.getvalue() == ""
+
+
+def test_a_rank_that_cannot_reach_the_driver_prints_its_progress_itself(capsys):
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    from sparkdl.training.reports import ReportAddress
+
+    reporter = Reporter(ReportAddress("127.0.0.1", port, "secret"), rank=0)
+    reporter.epoch({"epoch": 2, "loss": 1.0, "seconds": 0.5}, 3)
+    captured = capsys.readouterr()
+    assert "cannot report to the driver" in captured.err and captured.out == "epoch 2/3  loss 1.0000  0.5s\n"
+
+
+def test_collective_failures_are_told_from_errors_of_the_training_code():
+    class HorovodInternalError(RuntimeError):
+        pass
+
+    assert is_collective_error(HorovodInternalError("anything"))
+    assert is_collective_error(RuntimeError("[../gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:1"))
+    assert not is_collective_error(ValueError("labelCol: expected class labels"))
+    assert not is_collective_error(RuntimeError("injected failure at epoch 3 on rank 1"))
+
+
+def test_an_exit_code_above_128_is_named_as_its_signal():
+    assert _signal_of("Command exited with code 137") == " (signal 9, SIGKILL)"
+    assert _signal_of("Command exited with code 143") == " (signal 15, SIGTERM)"
+    assert _signal_of("Command exited with code 1") == "" and _signal_of("Executor heartbeat timed out") == ""
+
+
+# -- fits ---------------------------------------------------------------------------------------
+@pytest.mark.stacks
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("backend", ["horovod", "torch_distributor"])
+def test_a_lost_rank_is_started_again_and_the_fit_ends_as_if_uninterrupted(small, backend, capsys, tmp_path):
+    uninterrupted = _fit(small, backend=backend, verbose=0)
+    capsys.readouterr()
+    restarted = _fit(small, {"kill_at_epoch": 3, "kill_rank": 1}, backend=backend)
+    printed = capsys.readouterr().out.splitlines()
+    assert _same_weights(restarted, uninterrupted)
+    assert [h["epoch"] for h in restarted.history] == [1, 2, 3, 4, 5] and restarted.epochsRun == [1, 2, 3, 4, 5]
+    for epoch in range(1, 6):  # each epoch line once, printed by the driver
+        assert sum(line.startswith(f"epoch {epoch}/5  loss") for line in printed) == 1, printed
+    (line,) = [line for line in printed if line.startswith("sparkdl: rank")]
+    assert RESTART_LINE.fullmatch(line).groups() == ("1", "1", "2", "2")
+    (restart,) = restarted.restarts
+    assert restart["restart"] == 1 and restart["resumedFromEpoch"] == 2 and [r["rank"] for r in restart["lost"]] == [1]
+    assert restart["failedAt"] < restart["firstStepAt"]
+    path = str(tmp_path / "model")
+    restarted.save(path)
+    assert TorchModel.load(path).restarts == restarted.restarts
+
+
+@pytest.mark.timeout(300)
+def test_with_maxRestarts_0_a_lost_rank_fails_the_fit_at_once_naming_the_rank(small):
+    began = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"^training failed: rank 0 on the driver \(.+\) was lost: its process \(pid \d+\) "
+                                           r"ended without a result or an error; restarts are off \(maxRestarts=0\)$") as failure:
+        _fit(small, {"kill_at_epoch": 2, "kill_rank": 0}, backend="horovod", maxRestarts=0, verbose=0)
+    assert "Horovod has been shut down" not in str(failure.value)  # the survivor's error is a consequence
+    assert time.monotonic() - began < 120
+
+
+@pytest.mark.timeout(300)
+def test_ranks_lost_again_after_the_last_restart_fail_the_fit(small, capsys):
+    with pytest.raises(RuntimeError, match=r"was lost: .*; after 1 restart\(s\) \(maxRestarts=1\)$"):
+        _fit(small, {"kill_at_epoch": 2, "kill_rank": 1, "kill_attempts": 2}, backend="horovod", maxRestarts=1)
+    assert len(RESTART_LINE.findall(capsys.readouterr().out)) == 1
+
+
+@pytest.mark.timeout(300)
+def test_an_exception_in_the_training_code_is_never_retried(small, capsys):
+    with pytest.raises(RuntimeError, match=r"^training failed on rank 1 on the driver \(.+\): RuntimeError: injected failure at epoch 2"):
+        _fit(small, {"fail_at_epoch": 2, "fail_rank": 1}, backend="torch_distributor")
+    printed = capsys.readouterr().out
+    assert "restart" not in printed and printed.count("epoch 1/5") == 1
+
+
+@pytest.mark.timeout(400)
+def test_a_restart_never_resumes_from_a_checkpoint_an_earlier_fit_left(small, tmp_path):
+    directory = str(tmp_path / "checkpoints")
+    earlier = _fit(small, backend="horovod", checkpointDir=directory, seed=7, verbose=0)
+    assert torch.load(os.path.join(directory, "checkpoint.pt"), weights_only=True)["epoch"] == 5
+    uninterrupted = _fit(small, backend="horovod", verbose=0)
+    # lost in epoch 1, before this fit wrote a checkpoint: it starts again from scratch, not from epoch 5
+    restarted = _fit(small, {"kill_at_epoch": 1, "kill_rank": 0}, backend="horovod", checkpointDir=directory, verbose=0)
+    assert restarted.restarts[0]["resumedFromEpoch"] == 0 and restarted.epochsRun == [1, 2, 3, 4, 5]
+    assert _same_weights(restarted, uninterrupted) and not _same_weights(restarted, earlier)
