@@ -2,8 +2,8 @@
 
 import contextlib
 import json
-import re
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -156,14 +156,14 @@ def test_an_executor_killed_mid_fit_is_replaced_and_the_fit_finishes_as_if_unint
     assert len(restart_lines) == 1, output[-4000:]
     match = re.match(r"sparkdl: rank [01] on executor \d+ \(127\.0\.0\.1\) was lost: Spark removed executor \d+: "
                      r"Command exited with code 137 \(signal 9, SIGKILL\); restart 1 of 2: waiting for 2 task slots, "
-                     r"then the ranks resume from epoch (\d+)$", restart_lines[0])
+                     r"then the ranks resume after epoch (\d+)$", restart_lines[0])
     assert match, restart_lines[0]
     resumed_from = int(match.group(1))  # 3, or later if an epoch ended between the line and the kill
     assert 3 <= resumed_from < epochs
     assert figures["history"] == list(range(1, epochs + 1)) and figures["epochsRun"] == list(range(1, epochs + 1))
     assert abs(figures["restartedAccuracy"] - figures["uninterruptedAccuracy"]) <= 0.01
     (restart,) = figures["restarts"]
-    assert restart["resumedFromEpoch"] == resumed_from and restart["lost"][0]["executor"] is not None
+    assert restart["resumedAfterEpoch"] == resumed_from and restart["lost"][0]["executor"] is not None
     print("\n".join(line for line in after if line.startswith(("epoch", "sparkdl"))))  # visible with pytest -s
     report("restart: kill -> first step of the restarted ranks (s)", restart["firstStepAt"] - killed_at)
     report("restart: fit with a killed executor / uninterrupted fit (time)", figures["restartedSeconds"] / figures["uninterruptedSeconds"])

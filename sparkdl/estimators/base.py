@@ -16,13 +16,13 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pyspark import SparkContext
 from pyspark.ml import Estimator
 from pyspark.ml.linalg import VectorUDT
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from sparkdl import spark_internals
 from sparkdl.data.filesystems import join
 from sparkdl.data.materialize import materialize, petastorm_error
 from sparkdl.data.schema import (
@@ -277,12 +277,12 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
         spec = self._spec(data, plan)
         backend = get_backend(self.getBackend(), plan.numProc, self.getVerbose())
         restarts: list[dict[str, Any]] = []
-        if backend.name == "local":
+        context = spark_internals.active_context()
+        if backend.name == "local" or context is None:  # one process; or a Spark Connect client, which ranks may not reach
             result = backend.run(spec)
         else:
             if self.getMaxRestarts() and spec.checkpointDir is None:  # restarted ranks resume from there
-                spec = replace(spec, checkpointDir=join(data.root, "checkpoints"))
-            context = SparkContext._active_spark_context
+                spec = replace(spec, checkpointDir=join(data.root, f"checkpoints-{spec.runId}"))
             result, restarts = run_with_restarts(backend, spec, context, self.getMaxRestarts(), self.getRestartTimeout())
         model = (self._model_class or TorchModel)._from_training(spec, result)
         model.restarts = restarts

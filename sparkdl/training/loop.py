@@ -153,6 +153,13 @@ def train(spec: TrainSpec, comm, reporter: Reporter | None = None) -> TrainResul
         optimizer.load_state_dict(checkpoint["optimizer"])
         start_epoch, history = int(checkpoint["epoch"]), list(checkpoint["history"])
         best = dict(checkpoint["best"])
+    if spec.resume:  # every rank read the checkpoint itself: they must have read the same one
+        starts = np.zeros(comm.size)
+        starts[comm.rank] = start_epoch
+        starts = comm.allreduce_sum(starts)
+        if len(set(starts.tolist())) > 1:
+            raise RuntimeError(f"checkpointDir: the ranks resumed from different checkpoints (after epochs {starts.astype(int).tolist()}); "
+                               "it must be one directory that every rank reads")
     comm.broadcast_state(model, optimizer)
     network, optimizer = comm.wrap(model, optimizer)
     maximize = task.maximizes(spec.earlyStoppingMetric)

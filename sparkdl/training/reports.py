@@ -31,10 +31,14 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
-CHALLENGE_TIMEOUT_S = 10.0
+from sparkdl import spark_internals
+
+CHALLENGE_TIMEOUT_S = 10.0  # for a connection to answer the challenge, in all
 CONNECT_TIMEOUT_S = 10.0
+# How long the driver waits, after a run failed, for every rank's report to arrive and connection to close.
+SETTLE_S = 5.0
 MAX_LINE = 1 << 20
 # Where a rank keeps its executor's id and host for the warm rank server's child (see remember_executor).
 EXECUTOR_ENV, EXECUTOR_HOST_ENV = "SPARKDL_EXECUTOR_ID", "SPARKDL_EXECUTOR_HOST"
@@ -50,7 +54,7 @@ class ReportAddress:
 
     host: str
     port: int
-    secret: str
+    secret: str = dataclasses.field(repr=False)
     attempt: int = 0  # which start of the ranks (0, then one per restart)
 
 
@@ -69,8 +73,8 @@ class RankReport:
 
     @property
     def lost(self) -> bool:
-        """The connection closed (or is still open after the run failed) without an end."""
-        return not self.ended
+        """The connection closed without an end: the process went away."""
+        return not self.open and not self.ended
 
     def where(self) -> str:
         """e.g. "rank 1 on executor 2 (10.0.0.7)"."""
@@ -92,8 +96,20 @@ def is_collective_error(err: BaseException) -> bool:
     return bool(names.intersection(COLLECTIVE_TYPES)) or any(marker in text for marker in COLLECTIVE_MESSAGES)
 
 
-def _signature(secret: str, challenge: str) -> str:
-    return hmac.new(secret.encode(), challenge.encode(), hashlib.sha256).hexdigest()
+def _signature(secret: str, challenge: bytes) -> bytes:
+    return hmac.new(secret.encode(), challenge, hashlib.sha256).hexdigest().encode()
+
+
+def _read_answer(connection: socket.socket, deadline: float) -> bytes:
+    """The challenge's answer: at most one signature's length, all of it before ``deadline``."""
+    answer = b""
+    while not answer.endswith(b"\n") and len(answer) <= 2 * hashlib.sha256().digest_size:
+        connection.settimeout(max(0.01, deadline - time.monotonic()))
+        chunk = connection.recv(1)
+        if not chunk:
+            break
+        answer += chunk
+    return answer.strip()
 
 
 # -- the driver ---------------------------------------------------------------------------
@@ -123,6 +139,10 @@ class ReportServer:
 
     def close(self) -> None:
         self._closed = True
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread; close() alone does not
+        except OSError:
+            pass
         self.listener.close()
         self._end_bar()
 
@@ -133,13 +153,18 @@ class ReportServer:
         self.close()
 
     # -- what the driver asks after a run ------------------------------------------------
-    def attempt(self, attempt: int, settle_s: float = 5.0) -> list[RankReport]:
-        """The ranks of ``attempt``, once their connections closed (waiting at most ``settle_s``)."""
-        deadline = time.monotonic() + settle_s
+    def ranks_of(self, attempt: int, expected: int, settle_s: float = SETTLE_S) -> list[RankReport]:
+        """Copies of what ``attempt``'s ranks reported, once ``expected`` ranks said hello and all
+        their connections closed, or ``settle_s`` seconds passed."""
+
+        def settled() -> bool:
+            ranks = [r for (a, _), r in self.ranks.items() if a == attempt]
+            return len(ranks) >= expected and not any(r.open for r in ranks)
+
         with self.changed:
-            while any(r.open for (a, _), r in self.ranks.items() if a == attempt) and time.monotonic() < deadline:
-                self.changed.wait(max(0.0, deadline - time.monotonic()))
-            return sorted((r for (a, _), r in self.ranks.items() if a == attempt), key=lambda r: r.rank)
+            self.changed.wait_for(settled, timeout=settle_s)
+            ranks = [dataclasses.replace(r) for (a, _), r in self.ranks.items() if a == attempt]
+        return sorted(ranks, key=lambda r: r.rank)
 
     def checkpointed(self) -> int | None:
         """The last epoch rank 0 checkpointed in any attempt (None: none yet)."""
@@ -159,18 +184,18 @@ class ReportServer:
         report = None
         with connection:
             try:
-                challenge = secrets.token_hex(16)
+                challenge = secrets.token_hex(16).encode()
+                deadline = time.monotonic() + CHALLENGE_TIMEOUT_S
                 connection.settimeout(CHALLENGE_TIMEOUT_S)
-                connection.sendall(challenge.encode() + b"\n")
-                stream = connection.makefile("rb")
-                answer = stream.readline(MAX_LINE).decode().strip()
-                if not hmac.compare_digest(answer, _signature(self.secret, challenge)):
+                connection.sendall(challenge + b"\n")
+                if not hmac.compare_digest(_read_answer(connection, deadline), _signature(self.secret, challenge)):
                     return
                 connection.settimeout(None)
+                stream = connection.makefile("rb")
                 for line in iter(lambda: stream.readline(MAX_LINE), b""):
                     report = self._receive(json.loads(line), report)
-            except (OSError, ValueError):
-                pass
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                pass  # a connection that breaks off or sends what no rank sends: dropped
             finally:
                 if report is not None:
                     with self.changed:
@@ -235,12 +260,19 @@ class Reporter:
             return
         try:
             connection = socket.create_connection((address.host, address.port), timeout=CONNECT_TIMEOUT_S)
-            challenge = connection.makefile("rb").readline(MAX_LINE).decode().strip()
-            connection.sendall(_signature(address.secret, challenge).encode() + b"\n")
-            connection.settimeout(None)
-            self.connection = connection
         except OSError as err:
-            print(f"sparkdl: rank {rank} cannot report to the driver at {address.host}:{address.port} ({err}); "
+            connection, failure = None, err
+        else:
+            try:
+                challenge = connection.makefile("rb").readline(MAX_LINE).strip()
+                connection.sendall(_signature(address.secret, challenge) + b"\n")
+                connection.settimeout(None)
+                self.connection, failure = connection, None
+            except OSError as err:
+                connection.close()
+                failure = err
+        if failure is not None:
+            print(f"sparkdl: rank {rank} cannot report to the driver at {address.host}:{address.port} ({failure}); "
                   "it prints its progress here", file=sys.stderr, flush=True)
             return
         executor, host = executor_identity()
@@ -289,7 +321,7 @@ class Reporter:
                 return False
 
 
-def reporting(address: ReportAddress | None, rank: int, run: Any, *args: Any) -> Any:
+def reporting(address: ReportAddress | None, rank: int, run: Callable[..., Any], *args: Any) -> Any:
     """``run(reporter, *args)`` on a rank, then report how it ended; exceptions pass through."""
     reporter = Reporter(address, rank)
     try:
@@ -302,41 +334,16 @@ def reporting(address: ReportAddress | None, rank: int, run: Any, *args: Any) ->
 
 
 def executor_identity() -> tuple[str | None, str | None]:
-    """(executor id, its host as Spark names it) of the executor this process runs under, where known.
-
-    In local mode the id is "driver". Kubernetes executors have both in
-    their environment; elsewhere they are the ``--executor-id`` and
-    ``--hostname`` of the executor JVM above this process. A rank calls
-    ``remember_executor`` before it hands its work to a process outside
-    that tree (the warm rank server).
-    """
+    """(executor id, host) of this rank: as ``remember_executor`` kept them, else from Spark."""
     if os.environ.get(EXECUTOR_ENV):
         return os.environ[EXECUTOR_ENV], os.environ.get(EXECUTOR_HOST_ENV) or None
-    if os.environ.get("SPARK_EXECUTOR_ID"):
-        return os.environ["SPARK_EXECUTOR_ID"], os.environ.get("SPARK_EXECUTOR_POD_IP")
-    pid = os.getppid()
-    for _ in range(16):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().decode(errors="replace").split("\0")
-            with open(f"/proc/{pid}/stat") as f:
-                parent = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            return None, None
-        if "--executor-id" in argv[:-1]:
-            host = argv[argv.index("--hostname") + 1] if "--hostname" in argv[:-1] else None
-            return argv[argv.index("--executor-id") + 1], host
-        if any(arg.endswith("SparkSubmit") for arg in argv):
-            return "driver", None
-        if parent <= 1:
-            return None, None
-        pid = parent
-    return None, None
+    return spark_internals.executor_identity()
 
 
 def remember_executor() -> None:
-    """Put this process's executor id and host in its environment, for the processes it hands work to."""
-    executor, host = executor_identity()
+    """Keep this process's executor id and host in its environment, for the processes it hands
+    its work to outside the executor's process tree (the warm rank server's children)."""
+    executor, host = spark_internals.executor_identity()
     if executor:
         os.environ[EXECUTOR_ENV] = executor
         os.environ[EXECUTOR_HOST_ENV] = host or ""

@@ -1,14 +1,16 @@
 """Run a fit's ranks, and start them again from the last checkpoint when one is lost.
 
-A rank is lost when its report connection to the driver closes without an
-end (see ``sparkdl.training.reports``): its process, Python worker or
-executor went away (preemption, a spot reclaim, an OOM kill, a node
-failure). Up to ``maxRestarts`` times the driver then prints one line, waits
-(at most ``restartTimeout`` seconds) until Spark offers the ranks' task slots
-again, and starts the ranks once more; they resume from the last epoch's
-checkpoint, so the final model and history are those of an uninterrupted
-fit. An exception raised by the training code (bad data, a NaN loss, a bug
-in a factory) is never retried: the fit fails at once, naming it.
+A rank is lost when its report connection to the driver closed without an
+end (see ``sparkdl.training.reports``), or when Spark removed its executor:
+its process, Python worker or executor went away (preemption, a spot
+reclaim, an OOM kill, a node failure). Up to ``maxRestarts`` times the driver
+then prints one line, waits (at most ``restartTimeout`` seconds) until Spark
+offers the ranks' task slots again, and starts the ranks once more; they
+resume from the last epoch's checkpoint, so the final model and history are
+those of an uninterrupted fit. An exception raised by the training code
+(bad data, a NaN loss, a bug in a factory) is never retried: the fit fails
+at once, naming it. Nor is a failure the driver cannot account for: a rank
+that never reported, or one still running on a live executor.
 """
 
 from __future__ import annotations
@@ -17,27 +19,32 @@ import dataclasses
 import signal
 import socket
 import time
-from typing import Any
+from typing import Any, Callable, Protocol
 
-from sparkdl.training.backends import spark_internals
+from sparkdl import spark_internals
 from sparkdl.training.reports import RankReport, ReportServer
 from sparkdl.training.spec import TrainSpec
 
 SLOT_POLL_S = 0.5
 
 
+class Backend(Protocol):
+    numProc: int
+
+    def run(self, spec: TrainSpec) -> Any: ...
+
+
 class RanksLost(RuntimeError):
     """Ranks were lost and the fit could not start them again."""
 
 
-def run_with_restarts(backend: Any, spec: TrainSpec, context: Any, max_restarts: int, timeout_s: float) -> tuple[Any, list[dict]]:
+def run_with_restarts(backend: Backend, spec: TrainSpec, context: Any, max_restarts: int, timeout_s: float) -> tuple[Any, list[dict]]:
     """Rank 0's ``TrainResult`` and one record per restart.
 
     ``spec.checkpointDir`` must be set when ``max_restarts`` > 0: it is where
-    restarted ranks resume from. ``context`` is the SparkContext.
+    restarted ranks resume from. ``context`` is the driver's SparkContext.
     """
-    host = context.getConf().get("spark.driver.host") if context is not None else None
-    host = host or socket.gethostbyname(socket.gethostname())
+    host = context.getConf().get("spark.driver.host") or socket.gethostbyname(socket.gethostname())
     restarts: list[dict[str, Any]] = []
     with ReportServer(host, spec.verbose) as server:
         attempt = 0
@@ -46,31 +53,65 @@ def run_with_restarts(backend: Any, spec: TrainSpec, context: Any, max_restarts:
                 result = backend.run(_attempt_spec(spec, server, attempt))
                 break
             except Exception as err:
-                ranks = server.attempt(attempt)
                 failed_at = time.time()
-                cause = next((r for r in ranks if r.error and not r.error["collective"]), None)
-                lost = [r for r in ranks if r.lost]
+                ranks = server.ranks_of(attempt, backend.numProc)
+                cause = training_error(ranks)
                 if cause is not None:
                     raise RuntimeError(f"training failed on {cause.where()}: {cause.error['type']}: {cause.error['message']}") from err
+                if attempt > 0 and not ranks:
+                    raise RanksLost(f"training failed: after restart {attempt} of {max_restarts} the ranks did not start again ({err})") from err
+                lost = lost_ranks(ranks, backend.numProc, lambda executor: _removal(context, executor))
                 if not lost:
                     raise
-                what = "; ".join(_describe(r, context) for r in lost)
+                what = "; ".join(why for _, why in lost)
                 if attempt >= max_restarts:
                     limit = "restarts are off (maxRestarts=0)" if max_restarts == 0 else f"after {attempt} restart(s) (maxRestarts={max_restarts})"
                     raise RanksLost(f"training failed: {what}; {limit}") from err
-                epoch = server.checkpointed() or (spec.resume and _checkpoint_epoch(spec)) or 0
+                epoch = server.checkpointed() or (_checkpoint_epoch(spec) if spec.resume else 0)
+                resumes = f"resume after epoch {epoch}" if epoch else "start again from epoch 1"
                 server.say(f"sparkdl: {what}; restart {attempt + 1} of {max_restarts}: waiting for {backend.numProc} task slots, "
-                           f"then the ranks resume from epoch {epoch}")
+                           f"then the ranks {resumes}")
                 _wait_for_slots(context, backend.numProc, timeout_s, what)
-                restarts.append({"restart": attempt + 1, "lost": [dataclasses.asdict(r) for r in lost], "cause": what,
-                                 "resumedFromEpoch": epoch, "failedAt": failed_at})
+                restarts.append({"restart": attempt + 1, "resumedAfterEpoch": epoch, "failedAt": failed_at,
+                                 "lost": [{"rank": r.rank, "executor": r.executor, "host": r.host, "why": why} for r, why in lost]})
                 attempt += 1
-        for record in restarts:
-            record["firstStepAt"] = server.first_steps.get(record["restart"], (None,))[0]
+        for record in restarts:  # when the restarted ranks took their first step, and in which epoch
+            record["firstStepAt"], record["firstEpoch"] = server.first_steps.get(record["restart"], (None, None))
         first = server.first_steps.get(0)
     if restarts and first is not None:  # the epochs this fit trained, over all its attempts
         result = dataclasses.replace(result, epochsRun=[int(h["epoch"]) for h in result.history if h["epoch"] >= first[1]])
     return result, restarts
+
+
+def training_error(ranks: list[RankReport]) -> RankReport | None:
+    """The lowest rank whose training code raised (a collective failing after a peer went away does not count)."""
+    return next((r for r in ranks if r.error and not r.error["collective"]), None)
+
+
+def lost_ranks(ranks: list[RankReport], num_proc: int, removal: Callable[[str | None], str | None]) -> list[tuple[RankReport, str]]:
+    """Each lost rank with why it was lost, when the failure is the lost ranks' alone; else empty.
+
+    ``removal(executor)`` is why Spark removed that executor, or None. A
+    rank is lost when its connection closed without an end, or when it is
+    still connected but Spark removed its executor. The list is empty when
+    the failure cannot be accounted for: fewer than ``num_proc`` ranks ever
+    reported, or a rank is still running on a live executor (a hung rank
+    holds its slot; starting the ranks again would not help).
+    """
+    if len(ranks) < num_proc:
+        return []
+    lost = []
+    for rank in ranks:
+        if rank.ended:
+            continue
+        reason = removal(rank.executor)
+        if reason:
+            lost.append((rank, f"{rank.where()} was lost: Spark removed executor {rank.executor}: {reason}{_signal_of(reason)}"))
+        elif rank.lost:
+            lost.append((rank, f"{rank.where()} was lost: its process (pid {rank.pid}) ended without a result or an error"))
+        else:
+            return []
+    return lost
 
 
 def _attempt_spec(spec: TrainSpec, server: ReportServer, attempt: int) -> TrainSpec:
@@ -80,26 +121,25 @@ def _attempt_spec(spec: TrainSpec, server: ReportServer, attempt: int) -> TrainS
     return dataclasses.replace(spec, reports=server.address(attempt), resume=True, resumeRun=None if spec.resume else spec.runId)
 
 
+def _removal(context: Any, executor: str | None) -> str | None:
+    if executor in (None, "driver"):
+        return None
+    return spark_internals.executor_removal(context, executor)
+
+
 def _checkpoint_epoch(spec: TrainSpec) -> int:
+    """The epoch of the checkpoint a user's ``resume`` started from (0 if it cannot be read)."""
     from sparkdl.training.loop import load_checkpoint
 
-    checkpoint = load_checkpoint(spec.checkpointDir)
+    try:
+        checkpoint = load_checkpoint(spec.checkpointDir)
+    except Exception:  # noqa: BLE001 - only the restart line's wording depends on it
+        return 0
     return int(checkpoint["epoch"]) if checkpoint else 0
 
 
-def _describe(report: RankReport, context: Any) -> str:
-    """e.g. "rank 1 on executor 1 (127.0.0.1) was lost: Spark removed executor 1: Command exited with code 137 (signal 9, SIGKILL)"."""
-    text = f"{report.where()} was lost"
-    reason = spark_internals.executor_removal(context, report.executor) if report.executor not in (None, "driver") else None
-    if reason:
-        return f"{text}: Spark removed executor {report.executor}: {reason}{_signal_of(reason)}"
-    if report.open:
-        return f"{text}: it stopped reporting without ending"
-    return f"{text}: its process (pid {report.pid}) ended without a result or an error"
-
-
 def _signal_of(reason: str) -> str:
-    """" (signal 9, SIGKILL)" when ``reason`` ends in a shell exit code above 128."""
+    """' (signal 9, SIGKILL)' when ``reason`` ends in a shell exit code above 128."""
     code = reason.rsplit(" ", 1)[-1]
     if not code.isdigit() or not 128 < int(code) < 128 + 65:
         return ""

@@ -7,6 +7,7 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any
 
+from sparkdl import spark_internals
 from sparkdl.training import reports
 from sparkdl.training.backends import horovod_internals, warm
 from sparkdl.training.backends.result import finish_rank, from_plain, to_plain
@@ -94,9 +95,7 @@ class HorovodBackend:
 
 
 def _application_id() -> str:
-    from pyspark import SparkContext
-
-    context = SparkContext._active_spark_context
+    context = spark_internals.active_context()
     return context.applicationId if context is not None else ""
 
 

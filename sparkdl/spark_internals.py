@@ -1,0 +1,82 @@
+"""What sparkdl reads from Spark that PySpark does not expose, in one place.
+
+- ``active_context``: the driver's SparkContext, None under Spark Connect.
+- ``task_slots`` and ``executor_removal`` go through py4j to
+  ``SparkContext`` members that are ``private[spark]`` in Scala (public in
+  the bytecode), present in Spark 3.5 and 4.x: ``maxNumConcurrentTasks``
+  (the task slots the cluster offers now) and ``statusStore`` (why an
+  executor was removed, as the UI shows it). Each returns None when the
+  member is not there, and callers then do without.
+- ``executor_identity``: which executor a Python process on an executor
+  runs under, from the executor JVM's command line.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+
+def active_context() -> Any:
+    """The driver's SparkContext, or None (no session yet, or a Spark Connect client)."""
+    from pyspark import SparkContext
+
+    return SparkContext._active_spark_context
+
+
+def task_slots(context: Any) -> int | None:
+    """How many tasks of the default resource profile can run at once now."""
+    try:
+        jsc = context._jsc.sc()
+        return int(jsc.maxNumConcurrentTasks(jsc.resourceProfileManager().defaultResourceProfile()))
+    except Exception:  # noqa: BLE001 - a py4j error of any kind: the member is not there
+        return None
+
+
+def executor_removal(context: Any, executor: str, wait_s: float = 3.0) -> str | None:
+    """Why Spark removed ``executor`` (e.g. "Command exited with code 137"), once its listener has it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            executors = context._jsc.sc().statusStore().executorList(False)
+            for i in range(executors.size()):
+                summary = executors.apply(i)
+                if summary.id() == executor and not summary.isActive():
+                    reason = summary.removeReason()
+                    return str(reason.get()) if reason.isDefined() else "removed"
+        except Exception:  # noqa: BLE001 - as above
+            return None
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.2)
+
+
+def executor_identity() -> tuple[str | None, str | None]:
+    """(executor id, its host as Spark names it) of the executor this process runs under, where known.
+
+    In local mode the id is "driver". Kubernetes executors have both in
+    their environment; elsewhere they are the ``--executor-id`` and
+    ``--hostname`` arguments of the executor JVM (``CoarseGrainedExecutorBackend``
+    and its YARN and Kubernetes subclasses) above this process.
+    """
+    if os.environ.get("SPARK_EXECUTOR_ID"):
+        return os.environ["SPARK_EXECUTOR_ID"], os.environ.get("SPARK_EXECUTOR_POD_IP")
+    pid = os.getppid()
+    for _ in range(16):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+            with open(f"/proc/{pid}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None, None
+        if "--executor-id" in argv[:-1]:
+            host = argv[argv.index("--hostname") + 1] if "--hostname" in argv[:-1] else None
+            return argv[argv.index("--executor-id") + 1], host
+        if any(arg.endswith("SparkSubmit") for arg in argv):
+            return "driver", None
+        if parent <= 1:
+            return None, None
+        pid = parent
+    return None, None
