@@ -112,3 +112,29 @@ def test_another_horovod_version_with_every_name_warns_and_patches(monkeypatch, 
         with internals.sparkdl_tasks(None, {}):
             assert runner._make_mapper.__wrapped__ is original
     assert runner._make_mapper is original
+
+
+def _die_in_thread(name, message):
+    import threading
+
+    def fail():
+        raise RuntimeError(message)
+
+    thread = threading.Thread(target=fail, name=name)
+    thread.start()
+    thread.join()
+
+
+def test_only_horovods_own_job_cancellation_in_its_spark_thread_is_kept_quiet(monkeypatch):
+    import threading
+
+    seen = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: seen.append((args.thread.name, str(args.exc_value))))
+    cancelled = "[SPARK_JOB_CANCELLED] Job 22 cancelled part of cancelled job group horovod.spark.run.3 SQLSTATE: XXKDA"
+    with internals.quiet_job_cancellation():
+        _die_in_thread("Thread-7 (run_spark)", cancelled)
+        _die_in_thread("Thread-8 (run_spark)", "Job aborted due to stage failure")
+        _die_in_thread("Thread-9 (other)", cancelled)
+    _die_in_thread("Thread-10 (run_spark)", cancelled)  # outside a run: the previous hook again
+    assert seen == [("Thread-8 (run_spark)", "Job aborted due to stage failure"), ("Thread-9 (other)", cancelled),
+                    ("Thread-10 (run_spark)", cancelled)]

@@ -20,7 +20,10 @@ import torch
 from sparkdl.estimators import MLPClassifier, TorchModel
 from sparkdl.training.loop import load_checkpoint
 from sparkdl.training.reports import RankReport, ReportAddress, Reporter, ReportServer, format_epoch, is_collective_error
-from sparkdl.training.restarts import _signal_of, lost_ranks, training_error
+from sparkdl.training.restarts import RanksLost, _signal_of, _wait_for_slots, lost_ranks, training_error
+
+# Every failure these tests cause is told by one error or restart line: no thread may die with a stack trace.
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 
 FIT = dict(hiddenLayers=[16], epochs=5, numProc=2, seed=3)
 RESTART_LINE = re.compile(r"sparkdl: rank (\d) on the driver \([^)]+\) was lost: its process \(pid \d+\) ended without a result "
@@ -144,6 +147,19 @@ def test_a_failure_the_driver_cannot_account_for_is_not_a_lost_rank():
     assert lost_ranks([_rank(0, ended=True, error=SURVIVOR), _rank(1, ended=True, error=SURVIVOR)], 2, gone) == []
 
 
+def test_a_restart_that_gets_no_slots_within_restartTimeout_fails_saying_so(monkeypatch):
+    from sparkdl import spark_internals
+
+    monkeypatch.setattr(spark_internals, "task_slots", lambda context: 1)
+    began = time.monotonic()
+    with pytest.raises(RanksLost, match=r"^training failed: rank 1 was lost; Spark offered 1 task slot\(s\) for 2 ranks "
+                                        r"within restartTimeout=1 s, so the ranks could not start again$"):
+        _wait_for_slots(None, 2, 1.0, "rank 1 was lost")
+    assert time.monotonic() - began >= 1.0
+    monkeypatch.setattr(spark_internals, "task_slots", lambda context: 2)
+    _wait_for_slots(None, 2, 1.0, "rank 1 was lost")  # enough slots: returns at once
+
+
 def test_checkpoints_are_written_and_read_on_paths_with_any_characters(tmp_path):
     from sparkdl.training.loop import _save_checkpoint
 
@@ -176,7 +192,9 @@ def test_an_exit_code_above_128_is_named_as_its_signal():
 def test_a_lost_rank_is_started_again_and_the_fit_ends_as_if_uninterrupted(small, backend, capsys, tmp_path):
     uninterrupted = _fit(small, backend=backend, verbose=0)
     capsys.readouterr()
-    restarted = _fit(small, {"kill_at_epoch": 3, "kill_rank": 1}, backend=backend)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    restarted = _fit(small, {"kill_at_epoch": 3, "kill_rank": 1}, backend=backend, dataDir=str(data_dir))
     printed = capsys.readouterr().out.splitlines()
     assert _same_weights(restarted, uninterrupted)
     assert [h["epoch"] for h in restarted.history] == [1, 2, 3, 4, 5] and restarted.epochsRun == [1, 2, 3, 4, 5]
@@ -187,6 +205,7 @@ def test_a_lost_rank_is_started_again_and_the_fit_ends_as_if_uninterrupted(small
     (restart,) = restarted.restarts
     assert restart["restart"] == 1 and restart["resumedAfterEpoch"] == 2
     assert [(r["rank"], r["executor"]) for r in restart["lost"]] == [(1, "driver")] and restart["firstEpoch"] == 3
+    assert os.listdir(data_dir) == []  # the temporary checkpoints went with the training data
     path = str(tmp_path / "model")
     restarted.save(path)
     assert TorchModel.load(path).restarts == restarted.restarts

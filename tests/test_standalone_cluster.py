@@ -121,34 +121,40 @@ def test_spark_submit_runs_a_pipeline_on_the_standalone_cluster(cluster, tmp_pat
     assert any(p.name.startswith("app-") for p in (tmp_path / "work").iterdir())  # its executors ran on the worker
 
 
-@pytest.mark.timeout(600)
-def test_an_executor_killed_mid_fit_is_replaced_and_the_fit_finishes_as_if_uninterrupted(two_workers, tmp_path, report):
-    """spark-submit runs a fit twice; during the second, after epoch 3, one executor is killed with SIGKILL."""
-    url, workers = two_workers
-    epochs = 8
+def _submit_and_kill(url, workers, tmp_path, epochs, max_restarts):
+    """Run tests/scripts/cluster_restart.py; kill one executor when the fit under test prints epoch 3.
+
+    Returns (all output lines, the lines from the fit under test on, the JSON figures, when the kill was sent).
+    """
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     command = [str(Path(sys.executable).parent / "spark-submit"), "--master", url, "--total-executor-cores", "2",
                "--executor-memory", "2g", "--conf", "spark.ui.enabled=false", "--conf", f"spark.pyspark.python={sys.executable}",
-               str(HERE / "scripts" / "cluster_restart.py"), "horovod", str(epochs), str(tmp_path / "checkpoints")]
+               str(HERE / "scripts" / "cluster_restart.py"), "horovod", str(epochs), str(tmp_path / "checkpoints"), str(max_restarts)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=HERE.parent, env=env)
-    lines, second, killed_at = [], False, None
+    lines, under_test, killed_at = [], False, None
     try:
         for line in process.stdout:
             lines.append(line.rstrip("\n"))
-            second = second or line.startswith("second fit")
-            if second and killed_at is None and line.startswith("epoch 3/"):
-                victim = max(_executors_of(workers))
-                os.kill(victim, signal.SIGKILL)
+            under_test = under_test or line.startswith("fit under test")
+            if under_test and killed_at is None and line.startswith("epoch 3/"):
+                os.kill(max(_executors_of(workers)), signal.SIGKILL)
                 killed_at = time.time()
         process.wait(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
     output = "\n".join(lines)
-    assert process.returncode == 0, output[-4000:]
-    assert killed_at is not None, output[-4000:]
+    assert process.returncode == 0 and killed_at is not None, output[-4000:]
     figures = json.loads(next(line for line in reversed(lines) if line.startswith("{")))
-    after = lines[lines.index("second fit"):]
+    return lines, lines[lines.index("fit under test"):], figures, killed_at
+
+
+@pytest.mark.timeout(600)
+def test_an_executor_killed_mid_fit_is_replaced_and_the_fit_finishes_as_if_uninterrupted(two_workers, tmp_path, report):
+    """spark-submit runs the same fit twice; during the second, at epoch 3, one executor is killed with SIGKILL."""
+    epochs = 8
+    lines, after, figures, killed_at = _submit_and_kill(*two_workers, tmp_path, epochs, max_restarts=2)
+    output = "\n".join(lines)
     # every epoch line reaches spark-submit's output, from whichever executor rank 0 ran on
     for epoch in range(1, epochs + 1):
         assert any(line.startswith(f"epoch {epoch}/{epochs}  loss") for line in after), f"epoch {epoch} missing:\n{output[-4000:]}"
@@ -158,13 +164,22 @@ def test_an_executor_killed_mid_fit_is_replaced_and_the_fit_finishes_as_if_unint
                      r"Command exited with code 137 \(signal 9, SIGKILL\); restart 1 of 2: waiting for 2 task slots, "
                      r"then the ranks resume after epoch (\d+)$", restart_lines[0])
     assert match, restart_lines[0]
-    resumed_from = int(match.group(1))  # 3, or later if an epoch ended between the line and the kill
-    assert 3 <= resumed_from < epochs
+    resumed_after = int(match.group(1))  # 3, or later if an epoch ended between the line and the kill
+    assert 3 <= resumed_after < epochs
     assert figures["history"] == list(range(1, epochs + 1)) and figures["epochsRun"] == list(range(1, epochs + 1))
     assert abs(figures["restartedAccuracy"] - figures["uninterruptedAccuracy"]) <= 0.01
     (restart,) = figures["restarts"]
-    assert restart["resumedAfterEpoch"] == resumed_from and restart["lost"][0]["executor"] is not None
-    print("\n".join(line for line in after if line.startswith(("epoch", "sparkdl"))))  # visible with pytest -s
+    assert restart["resumedAfterEpoch"] == resumed_after and restart["firstEpoch"] == resumed_after + 1
+    print("\n".join(after))  # visible with pytest -s
     report("restart: kill -> first step of the restarted ranks (s)", restart["firstStepAt"] - killed_at)
     report("restart: fit with a killed executor / uninterrupted fit (time)", figures["restartedSeconds"] / figures["uninterruptedSeconds"])
     report("restart: same weights as the uninterrupted fit", figures["sameWeights"])
+
+
+@pytest.mark.timeout(600)
+def test_with_maxRestarts_0_a_killed_executor_fails_the_fit_naming_the_lost_rank_and_its_executor(two_workers, tmp_path):
+    _, after, figures, killed_at = _submit_and_kill(*two_workers, tmp_path, epochs=30, max_restarts=0)
+    assert re.fullmatch(r"training failed: rank [01] on executor \d+ \(127\.0\.0\.1\) was lost: Spark removed executor \d+: "
+                        r"Command exited with code 137 \(signal 9, SIGKILL\); restarts are off \(maxRestarts=0\)", figures["error"])
+    assert not any(line.startswith("sparkdl: rank") for line in after) and not any(line.startswith("epoch 30/") for line in after)
+    assert figures["failedAt"] - killed_at < 30, figures  # the error comes in bounded time, not after a network timeout

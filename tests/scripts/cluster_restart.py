@@ -1,7 +1,8 @@
-"""spark-submit job: a warm-up fit, then the same 2-rank fit twice: uninterrupted, and with an executor killed by the test.
+"""spark-submit job for the lost-executor tests; the test kills an executor after "fit under test".
 
-It prints "second fit" before the fit the test interrupts, and one JSON line at the end.
-argv: backend, epochs, checkpoint directory of the second fit.
+argv: backend, epochs, checkpoint directory of the fit under test, maxRestarts of that fit.
+With maxRestarts > 0: a warm-up fit, the fit uninterrupted, then the fit under test; one JSON line
+with both. With maxRestarts=0: only the fit under test, which must fail; one JSON line with its error.
 """
 
 import json
@@ -14,29 +15,39 @@ from sparkdl.datasets import digits
 from sparkdl.estimators import MLPClassifier
 from sparkdl.session import get_spark
 
-backend, epochs, checkpoints = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+backend, epochs, checkpoints, max_restarts = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 spark = get_spark("sparkdl-restart-test")
 spark.sparkContext.setLogLevel("ERROR")
 data = digits(spark).selectExpr("transform(features, v -> v / 16.0) AS features", "label")
 train, test = (part.cache() for part in data.randomSplit([0.8, 0.2], seed=1))
 evaluator = MulticlassClassificationEvaluator(metricName="accuracy")
 estimator = MLPClassifier(hiddenLayers=[256, 256], batchSize=16, epochs=epochs, learningRate=0.003, numProc=2, backend=backend)
+under_test = estimator.copy({estimator.checkpointDir: checkpoints, estimator.maxRestarts: max_restarts})
 
-estimator.copy({estimator.epochs: 1, estimator.verbose: 0}).fit(train)  # the application's first fit starts its warm rank servers
-began = time.time()
-uninterrupted = estimator.copy({estimator.verbose: 0}).fit(train)
-uninterrupted_s = time.time() - began
-print("second fit", flush=True)
-began = time.time()
-restarted = estimator.copy({estimator.checkpointDir: checkpoints}).fit(train)
-print(json.dumps({
-    "uninterruptedSeconds": uninterrupted_s,
-    "restartedSeconds": time.time() - began,
-    "uninterruptedAccuracy": evaluator.evaluate(uninterrupted.transform(test)),
-    "restartedAccuracy": evaluator.evaluate(restarted.transform(test)),
-    "sameWeights": all((uninterrupted.weights[k] == restarted.weights[k]).all() for k in uninterrupted.weights),
-    "history": [h["epoch"] for h in restarted.history],
-    "epochsRun": restarted.epochsRun,
-    "restarts": restarted.restarts,
-}), flush=True)
+if max_restarts == 0:
+    print("fit under test", flush=True)
+    try:
+        under_test.fit(train)
+        figures = {"error": None}
+    except RuntimeError as err:
+        figures = {"error": str(err), "failedAt": time.time()}
+else:
+    estimator.copy({estimator.epochs: 1, estimator.verbose: 0}).fit(train)  # the application's first fit starts its warm rank servers
+    began = time.time()
+    uninterrupted = estimator.copy({estimator.verbose: 0}).fit(train)
+    uninterrupted_s = time.time() - began
+    print("fit under test", flush=True)
+    began = time.time()
+    restarted = under_test.fit(train)
+    figures = {
+        "uninterruptedSeconds": uninterrupted_s,
+        "restartedSeconds": time.time() - began,
+        "uninterruptedAccuracy": evaluator.evaluate(uninterrupted.transform(test)),
+        "restartedAccuracy": evaluator.evaluate(restarted.transform(test)),
+        "sameWeights": all((uninterrupted.weights[k] == restarted.weights[k]).all() for k in uninterrupted.weights),
+        "history": [h["epoch"] for h in restarted.history],
+        "epochsRun": restarted.epochsRun,
+        "restarts": restarted.restarts,
+    }
+print(json.dumps(figures), flush=True)
 spark.stop()

@@ -77,7 +77,7 @@ class HorovodBackend:
             server = warm.server_name(env, sys.executable, _application_id())
             env[WARM_SERVER_ENV] = server
         errors = _TailedStream(sys.stderr)
-        with horovod_internals.sparkdl_tasks(server, env):
+        with horovod_internals.sparkdl_tasks(server, env), horovod_internals.quiet_job_cancellation():
             try:
                 results = horovod.spark.run(
                     _rank_main,

@@ -1,7 +1,9 @@
 """Everything sparkdl does with Horovod's private API, in one place.
 
 The Horovod backend changes how Horovod's Spark tasks behave (see
-``sparkdl_tasks``) through two private names of ``horovod.spark.runner``.
+``sparkdl_tasks``) through two private names of ``horovod.spark.runner``,
+and keeps the end of Horovod's own Spark job out of the driver's output
+(see ``quiet_job_cancellation``).
 ``REQUIRED`` lists them and ``WRITTEN_FOR`` the Horovod version they were
 read from. On another version whose names are all there the changes apply
 with a warning; if one is missing a fit stops before launching anything,
@@ -15,6 +17,7 @@ import collections
 import contextlib
 import importlib
 import os
+import re
 import sys
 import threading
 import warnings
@@ -157,3 +160,31 @@ def _sparkdl_mapper(make_mapper: Callable[..., Any]) -> Callable[..., Any]:
 
     make.__wrapped__ = make_mapper  # type: ignore[attr-defined]
     return make
+
+
+# Horovod cancels its run's job group ("horovod.spark.run.<n>") when the run fails; the thread that
+# waits on that job then dies with this, after Horovod has raised the failure itself.
+_OWN_CANCELLATION = re.compile(r"cancelled job group horovod\.spark\.run\.\d+")
+
+
+@contextlib.contextmanager
+def quiet_job_cancellation() -> Iterator[None]:
+    """While ``horovod.spark.run`` runs, its Spark thread dying of Horovod's own job cancellation prints nothing.
+
+    Without this every failed run (every restart of a lost rank) printed a
+    60-line Py4J stack trace of ``SPARK_JOB_CANCELLED`` beside the error or
+    the restart line that says what happened. Any other exception in any
+    thread goes to the hook that was installed before.
+    """
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not (args.thread is not None and args.thread.name.endswith("(run_spark)") and _OWN_CANCELLATION.search(str(args.exc_value))):
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        if threading.excepthook is hook:
+            threading.excepthook = previous
