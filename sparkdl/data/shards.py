@@ -13,6 +13,14 @@ generator as the epoch's seed left it) and cut into batches, while a background
 thread reads and decodes the next window. A rank then holds at most two
 windows (the one training and the next), whatever the data size. With a
 buffer that holds the whole shard the two paths give the same batches.
+
+On a GPU a shard that fits in a quarter of its free memory is read once
+onto it and batched there, also when larger than the shuffle buffer (unless
+``shuffleBufferRows`` was set): a GPU consumes rows faster than Parquet is
+decoded. Otherwise a streamed window is pinned by the background thread and
+copied to the GPU whole, without blocking, when its turn comes. Row orders
+are drawn from torch's seeded global generator (on a GPU, by a generator
+there seeded from it), so a resumed fit draws what the uninterrupted one drew.
 """
 
 from __future__ import annotations
@@ -31,11 +39,14 @@ import torch
 
 from sparkdl.data.filesystems import open_filesystem
 from sparkdl.data.materialize import FEATURES, IS_VALIDATION, LABEL, ParquetData
+from sparkdl.training.devices import to_device
 
 # The shuffle buffer when ``bufferRows`` is None: as many rows as this many decoded bytes.
 SHUFFLE_BUFFER_BYTES = 64 * 1024 * 1024
 # Validation rows per forward pass.
 EVALUATION_ROWS = 4096
+# The share of free GPU memory a kept shard may take on the GPU.
+GPU_SHARD_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -158,7 +169,8 @@ def read_pieces(reader, pieces: list[Piece]) -> tuple[np.ndarray, np.ndarray | N
 class Shard:
     """A rank's training and validation rows as batches of tensors; ``inputShape`` shapes the features, ``task`` makes the targets."""
 
-    def __init__(self, data: ParquetData, rank: int, size: int, task, input_shape, reader=None):
+    def __init__(self, data: ParquetData, rank: int, size: int, task, input_shape, reader=None, device: torch.device | None = None):
+        self.device = device or torch.device("cpu")
         self.train, self.validation_pieces = plan_shard(data, rank, size)
         self.reader = reader or ParquetReader(data)
         self.task, self.input_shape, self.has_label = task, tuple(input_shape), data.has_label
@@ -187,19 +199,32 @@ class Shard:
 
 
 class InMemoryShard(Shard):
-    """The whole shard read once and kept."""
+    """The whole shard read once and kept on ``keep_on`` (the CPU, or the GPU it trains on).
 
-    def __init__(self, *args, **kwargs):
+    With ``window_rows`` it is read that many rows at a time, each window
+    moved to ``keep_on`` before the next is read, so the host never holds
+    the whole shard.
+    """
+
+    def __init__(self, *args, keep_on: torch.device | None = None, window_rows: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.x, self.y = self.tensors(*read_pieces(self.reader, self.train))
-        self.x_val, self.y_val = self.tensors(*read_pieces(self.reader, self.validation_pieces))
+        self.keep_on = keep_on or torch.device("cpu")
+        self.x, self.y = self._read(self.train, window_rows)
+        self.x_val, self.y_val = self._read(self.validation_pieces, window_rows)
+
+    def _read(self, pieces: list[Piece], window_rows: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        windows = _consecutive(pieces, window_rows) if window_rows else [pieces]
+        if len(windows) <= 1:
+            return tuple(t.to(self.keep_on) for t in self.tensors(*read_pieces(self.reader, pieces)))
+        parts = [[t.to(self.keep_on) for t in self.tensors(*read_pieces(self.reader, w))] for w in windows]
+        return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
 
     def batches(self, seed, rows, batch_size):
-        order = torch.randperm(len(self.x))
+        order = _permutation(len(self.x), self.x.device)
         order = order.repeat(math.ceil(rows / max(1, len(self.x))))[:rows]
         for start in range(0, rows, batch_size):
             index = order[start : start + batch_size]
-            yield self.x[index], self.y[index]
+            yield to_device(self.x[index], self.device), to_device(self.y[index], self.device)
 
     def validation(self):
         for start in range(0, len(self.x_val), EVALUATION_ROWS):
@@ -229,10 +254,14 @@ class StreamingShard(Shard):
     def _shuffled_windows(self, seed: int, rng_state: torch.Tensor):
         generator = torch.Generator()
         generator.set_state(rng_state)  # every pass permutes as the first did, like the in-memory shard's repeats
-        loaded = (self.tensors(*read_pieces(self.reader, w)) for w in self.windows(seed))
+        loaded = (self._pinned(*self.tensors(*read_pieces(self.reader, w))) for w in self.windows(seed))
         with Prefetched(loaded, ahead=2) as windows:
             for x, y in windows:
-                yield x, y, torch.randperm(len(x), generator=generator)
+                order = torch.randperm(len(x), generator=generator)
+                yield to_device(x, self.device), to_device(y, self.device), order.to(self.device)
+
+    def _pinned(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (x.pin_memory(), y.pin_memory()) if self.device.type == "cuda" else (x, y)
 
     def batches(self, seed, rows, batch_size):
         parts, held, emitted = [], 0, 0
@@ -259,6 +288,28 @@ class StreamingShard(Shard):
                     yield x[start : start + EVALUATION_ROWS], y[start : start + EVALUATION_ROWS]
 
 
+def _permutation(n: int, device: torch.device) -> torch.Tensor:
+    """A random order of ``n`` rows, drawn from torch's global generator; on a GPU, by a generator there
+    seeded from it (one CPU draw: the same seeds give the same orders, at the GPU's speed)."""
+    if device.type == "cpu":
+        return torch.randperm(n)
+    generator = torch.Generator(device).manual_seed(int(torch.randint(2**62, ())))
+    return torch.randperm(n, device=device, generator=generator)
+
+
+def _consecutive(pieces: list[Piece], rows: int) -> list[list[Piece]]:
+    """``pieces`` in order, in runs of at most ``rows`` rows (a larger piece is a run of its own)."""
+    runs: list[list[Piece]] = [[]]
+    held = 0
+    for piece in pieces:
+        if runs[-1] and held + piece.rows > rows:
+            runs.append([])
+            held = 0
+        runs[-1].append(piece)
+        held += piece.rows
+    return [run for run in runs if run]
+
+
 def _joined(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
     if len(parts) == 1:
         return parts[0]
@@ -266,20 +317,34 @@ def _joined(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tenso
 
 
 def open_shard(data: ParquetData, rank: int, size: int, task, input_shape, buffer_rows: int | None = None,
-               loader: str = "pyarrow") -> Shard:
+               loader: str = "pyarrow", device: torch.device | None = None) -> Shard:
     """This rank's shard: kept in memory when it fits in the shuffle buffer, else streamed through it.
 
     ``buffer_rows`` None means as many rows as ``SHUFFLE_BUFFER_BYTES`` hold.
     ``loader="petastorm"`` reads every row through petastorm's public
     ``make_batch_reader`` and keeps this rank's rows (in memory).
+
+    Batches come on ``device`` (default: the CPU). On a GPU a shard that
+    fits in ``GPU_SHARD_FRACTION`` of its free memory is kept there (with
+    ``buffer_rows`` None, however large: the host then holds only one
+    window of it at a time); validation chunks stay where the shard is.
     """
-    buffer_rows = buffer_rows or max(1, SHUFFLE_BUFFER_BYTES // max(1, data.rowBytes))
-    if loader == "petastorm":
-        return InMemoryShard(data, rank, size, task, input_shape, reader=TableReader(data, read_with_petastorm(data)))
+    device = device or torch.device("cpu")
+    default_rows = max(1, SHUFFLE_BUFFER_BYTES // max(1, data.rowBytes))
     train, validation = plan_shard(data, rank, size)
-    if not train or sum(p.rows for p in train + validation) <= buffer_rows:  # a rank without training rows has nothing to stream
-        return InMemoryShard(data, rank, size, task, input_shape)
-    return StreamingShard(data, rank, size, task, input_shape, buffer_rows=buffer_rows)
+    rows = sum(p.rows for p in train + validation)
+    # twice the decoded rows: the targets may be a copy of the features (reconstruction)
+    on_gpu = device.type == "cuda" and 2 * rows * data.rowBytes <= GPU_SHARD_FRACTION * torch.cuda.mem_get_info(device)[0]
+    keep_on = device if on_gpu else torch.device("cpu")
+    if loader == "petastorm":
+        return InMemoryShard(data, rank, size, task, input_shape, reader=TableReader(data, read_with_petastorm(data)), device=device,
+                             keep_on=keep_on)
+    if on_gpu and buffer_rows is None:  # the GPU holds it: read once, window by window
+        return InMemoryShard(data, rank, size, task, input_shape, device=device, keep_on=keep_on, window_rows=default_rows)
+    buffer_rows = buffer_rows or default_rows
+    if not train or rows <= buffer_rows:  # a rank without training rows has nothing to stream
+        return InMemoryShard(data, rank, size, task, input_shape, device=device, keep_on=keep_on)
+    return StreamingShard(data, rank, size, task, input_shape, buffer_rows=buffer_rows, device=device)
 
 
 def read_shard(data: ParquetData, rank: int = 0, size: int = 1, loader: str = "pyarrow") -> dict[str, np.ndarray]:

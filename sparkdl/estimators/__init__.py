@@ -2,27 +2,35 @@
 
 Each estimator ``X`` fits an ``XModel`` (a ``TorchModel``); any saved model
 loads with ``TorchModel.load(path)``.
+
+The classes are imported on first use: ``sparkdl.estimators.inference``
+(the batch function ``transform`` runs on the executors) must import where
+Spark is not installed.
 """
 
-from sparkdl.estimators.autoencoder import Autoencoder, AutoencoderModel
-from sparkdl.estimators.base import TorchEstimator, TorchModel
-from sparkdl.estimators.cnn import CNNClassifier, CNNClassifierModel, CNNRegressor, CNNRegressorModel
-from sparkdl.estimators.mlp import MLPClassifier, MLPClassifierModel, MLPRegressor, MLPRegressorModel
-from sparkdl.estimators.persistence import allow_pickle
-from sparkdl.estimators.recurrent import RNNClassifier, RNNClassifierModel, RNNRegressor, RNNRegressorModel
-from sparkdl.estimators.seq2seq import Seq2Seq, Seq2SeqModel
-from sparkdl.estimators.tcn import TCNClassifier, TCNClassifierModel, TCNRegressor, TCNRegressorModel
-from sparkdl.estimators.transformer import TransformerClassifier, TransformerClassifierModel, TransformerRegressor, TransformerRegressorModel
-from sparkdl.estimators.wavenet import WaveNet, WaveNetModel
+import importlib
 
-__all__ = [
-    "Autoencoder", "AutoencoderModel",
-    "CNNClassifier", "CNNClassifierModel", "CNNRegressor", "CNNRegressorModel",
-    "MLPClassifier", "MLPClassifierModel", "MLPRegressor", "MLPRegressorModel",
-    "RNNClassifier", "RNNClassifierModel", "RNNRegressor", "RNNRegressorModel",
-    "Seq2Seq", "Seq2SeqModel",
-    "TCNClassifier", "TCNClassifierModel", "TCNRegressor", "TCNRegressorModel",
-    "TorchEstimator", "TorchModel",
-    "TransformerClassifier", "TransformerClassifierModel", "TransformerRegressor", "TransformerRegressorModel",
-    "WaveNet", "WaveNetModel", "allow_pickle",
-]
+_MODULES = {
+    "autoencoder": ("Autoencoder", "AutoencoderModel"),
+    "base": ("TorchEstimator", "TorchModel"),
+    "cnn": ("CNNClassifier", "CNNClassifierModel", "CNNRegressor", "CNNRegressorModel"),
+    "mlp": ("MLPClassifier", "MLPClassifierModel", "MLPRegressor", "MLPRegressorModel"),
+    "persistence": ("allow_pickle",),
+    "recurrent": ("RNNClassifier", "RNNClassifierModel", "RNNRegressor", "RNNRegressorModel"),
+    "seq2seq": ("Seq2Seq", "Seq2SeqModel"),
+    "tcn": ("TCNClassifier", "TCNClassifierModel", "TCNRegressor", "TCNRegressorModel"),
+    "transformer": ("TransformerClassifier", "TransformerClassifierModel", "TransformerRegressor", "TransformerRegressorModel"),
+    "wavenet": ("WaveNet", "WaveNetModel"),
+}
+_WHERE = {name: module for module, names in _MODULES.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"sparkdl.estimators.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'sparkdl.estimators' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

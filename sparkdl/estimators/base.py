@@ -136,9 +136,27 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
         validating = self.getValidationCol() is not None or self.getValidationFraction() > 0
         if self.getEarlyStoppingPatience() is not None and not validating:
             raise ValueError("earlyStoppingPatience: needs validation rows; set validationFraction or validationCol")
+        self._check_device()
         allowed = list(task.early_stopping_metrics)
         if self.getEarlyStoppingMetric() not in allowed:
             raise ValueError(f"earlyStoppingMetric: expected one of {allowed} for task {self.getTask()!r}, found {self.getEarlyStoppingMetric()!r}")
+
+    def _check_device(self) -> None:
+        """What the driver can tell of ``device`` and ``precision`` before any job; ranks on a cluster check the rest."""
+        from sparkdl.training import devices
+        from sparkdl.training.backends import resolve
+
+        device, backend = self.getDevice(), resolve(self.getBackend())
+        context = spark_internals.active_context()
+        ranks_see_this_host = backend == "local" or (context is not None and context.master.startswith("local"))
+        kind = devices.device_type(device) if ranks_see_this_host or device == "cpu" else device
+        if kind != "auto":
+            devices.check_precision(self.getPrecision(), kind)
+        if kind == "cuda" and backend == "horovod":
+            from sparkdl.training.collective import horovod_gpu_error
+
+            if error := horovod_gpu_error():
+                raise ValueError(error)
 
     def _num_proc(self, dataset: DataFrame) -> int:
         if self.getBackend() == "local":

@@ -8,13 +8,19 @@ MLlib vectors are produced directly in their Arrow layout. A row of another
 length than the fitted input, or a NaN or infinite value, fails the task
 with an error naming the column (null rows give null outputs).
 
-The network is built once per Python worker: a small cache keyed by the
-model's uid and weights token keeps it across batches, tasks and jobs.
+The network is built once per Python worker and device: a small cache
+keyed by the model's uid, weights token and device keeps it across batches,
+tasks and jobs. On a GPU (``sparkdl.training.devices``: the one Spark
+assigned to the task) each chunk is copied from pinned memory, run under the
+model's ``precision`` and copied back into Arrow.
+
+Nothing here imports pyspark: the same functions score on a host without Spark.
 """
 
 from __future__ import annotations
 
 import threading
+import warnings
 from collections import OrderedDict
 from typing import Any, Callable, Iterator
 
@@ -73,7 +79,7 @@ def dense_vectors(values: np.ndarray, valid: np.ndarray | None = None) -> pa.Arr
     """Rows of a 2-D array as an Arrow column of MLlib dense vectors."""
     n, width = values.shape
     offsets = pa.array(np.arange(n + 1, dtype=np.int32) * width)
-    flat = pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1).astype(np.float64)), type=VECTOR_TYPE.field("values").type)
+    flat = pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1).astype(np.float64, copy=False)), type=VECTOR_TYPE.field("values").type)
     mask = None if valid is None else pa.array(~valid)
     return pa.StructArray.from_arrays(
         [pa.array(np.ones(n, np.int8)), pa.nulls(n, pa.int32()), pa.nulls(n, VECTOR_TYPE.field("indices").type), flat],
@@ -93,21 +99,77 @@ def float_lists(values: np.ndarray, valid: np.ndarray | None = None) -> pa.Array
 
 
 def doubles(values: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
-    return pa.array(values.astype(np.float64), mask=None if valid is None else ~valid)
+    return pa.array(values.astype(np.float64, copy=False), mask=None if valid is None else ~valid)
+
+
+def load_network(architecture: dict[str, Any], weights: dict[str, np.ndarray] | None, device: Any = None):
+    """The network ``architecture`` describes (a fitted model's ``architectureSpec``), holding ``weights``,
+    in eval mode, on ``device`` (default: the CPU)."""
+    import torch
+
+    from sparkdl.training.loop import build_network
+    from sparkdl.training.spec import TrainSpec
+
+    net = build_network(
+        TrainSpec(
+            data=None,
+            architecture=architecture["architecture"],
+            architectureParams=architecture["architectureParams"],
+            inputShape=tuple(architecture["inputShape"]),
+            outputSize=architecture["outputSize"],
+        )
+    )
+    if weights is not None:
+        net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
+    return net.eval().to(device or "cpu")
+
+
+def forward(net, x: np.ndarray, task, thresholds: list[float] | None = None, precision: str = "32",
+            label: str | None = None) -> dict[str, np.ndarray]:
+    """Named numpy outputs of ``net`` for one chunk of shaped inputs, computed where ``net`` is.
+
+    With ``label`` the inputs are checked for NaN and infinite values where
+    they are computed on (one pass there instead of one on the host): an
+    ``InputError`` starting with ``label`` says how many. On a GPU the
+    outputs and the check's result come back in one wait for the device.
+    """
+    import torch
+
+    from sparkdl.training import devices
+
+    device = next(net.parameters()).device
+    with torch.inference_mode(), warnings.catch_warnings():
+        # Arrow buffers are read-only; inference never writes to its input.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        inputs = devices.to_device(torch.from_numpy(x), device)
+        finite = torch.isfinite(inputs).all() if label is not None else None
+        with devices.autocast(precision, device):
+            outputs = task.outputs(net, inputs, thresholds)
+        on_gpu = device.type == "cuda"
+        host = {k: (v.float() if v.dtype in (torch.float16, torch.bfloat16) else v).to("cpu", non_blocking=on_gpu)
+                for k, v in outputs.items()}
+        finite = finite.to("cpu", non_blocking=on_gpu) if finite is not None else None
+        if on_gpu:
+            torch.cuda.current_stream(device).synchronize()
+        if finite is not None and not bool(finite):
+            raise InputError(f"{label}: expected finite values, found {int((~torch.isfinite(inputs)).sum())} NaN/infinite/null elements")
+        return {k: v.numpy() for k, v in host.items()}
 
 
 class InputError(ValueError):
     """Rows a fitted model cannot score: arrays of another length, NaN or infinite values."""
 
 
-def features_matrix(column: pa.Array, width: int, label: str = "features") -> tuple[np.ndarray, np.ndarray | None]:
+def features_matrix(column: pa.Array, width: int, label: str = "features",
+                    check_finite: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """An Arrow list or vector column as a float32 (rows, width) matrix and a validity mask.
 
     Rows that are null come back as zeros, flagged False in the mask (None
-    when every row is valid). A row of another length than ``width``, or a
-    NaN, infinite or null element, raises an ``InputError`` whose message
-    starts with ``label``.
+    when every row is valid). A row of another length than ``width``, or
+    (with ``check_finite``) a NaN, infinite or null element, raises an
+    ``InputError`` whose message starts with ``label``.
     """
+    finite = _finite if check_finite else (lambda matrix, _: matrix)
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     valid = None if column.null_count == 0 else np.asarray(column.is_valid())
@@ -116,16 +178,20 @@ def features_matrix(column: pa.Array, width: int, label: str = "features") -> tu
         if valid is None and (kinds == 1).all():
             column = column.field("values")
         else:
-            return _finite(_vectors_to_matrix(column, width, valid, label), label), valid
+            return finite(_vectors_to_matrix(column, width, valid, label), label), valid
     _check_lengths(pc.list_value_length(column), width, label)
     if valid is not None:
         column = column.fill_null(pa.scalar([0.0] * width, column.type))
     flat = column.flatten().to_numpy(zero_copy_only=False)
-    return _finite(flat.astype(np.float32, copy=False).reshape(len(column), width), label), valid
+    return finite(flat.astype(np.float32, copy=False).reshape(len(column), width), label), valid
 
 
 def _check_lengths(lengths: pa.Array, width: int, label: str) -> None:
-    found = np.unique(lengths.fill_null(width).to_numpy(zero_copy_only=False))
+    lengths = lengths.fill_null(width)
+    bounds = pc.min_max(lengths)
+    if bounds["min"].as_py() in (None, width) and bounds["max"].as_py() in (None, width):
+        return
+    found = np.unique(lengths.to_numpy(zero_copy_only=False))
     wrong = found[found != width]
     if len(wrong):
         raise InputError(f"{label}: expected arrays of length {width} as in fit, found length {_lengths(wrong)}")
@@ -137,7 +203,9 @@ def _lengths(values) -> str:
 
 
 def _finite(matrix: np.ndarray, label: str) -> np.ndarray:
-    bad = matrix.size - np.count_nonzero(np.isfinite(matrix))
+    if np.isfinite(matrix.sum()):  # one pass, nothing allocated; NaN and infinity propagate to the sum
+        return matrix
+    bad = matrix.size - np.count_nonzero(np.isfinite(matrix))  # or the sum overflowed: count exactly
     if bad:
         raise InputError(f"{label}: expected finite values, found {bad} NaN/infinite/null elements")
     return matrix
@@ -167,16 +235,19 @@ def predict_batches(
     network: Callable[[np.ndarray], dict[str, np.ndarray]],
     outputs: list[tuple[str, str, Callable[[np.ndarray, np.ndarray | None], pa.Array]]],
     label: str | None = None,
+    check_finite: bool = True,
 ) -> Iterator[pa.RecordBatch]:
     """Append one Arrow column per ``outputs`` entry to every batch.
 
     ``network(x)`` maps a float32 (rows, width) chunk to named numpy
     outputs; each ``outputs`` entry is (output name, column name, encoder).
     ``label`` names the input in errors (default: the column ``features``).
+    ``check_finite=False`` leaves the NaN/infinity check to ``network``
+    (``forward`` with a label makes it on the GPU).
     """
     label = label or f"column {features!r}"
     for batch in batches:
-        x, valid = features_matrix(batch.column(batch.schema.get_field_index(features)), width, label)
+        x, valid = features_matrix(batch.column(batch.schema.get_field_index(features)), width, label, check_finite)
         starts = range(0, len(x), batch_size) if len(x) else [0]
         chunks = [network(x[i : i + batch_size]) for i in starts]
         columns, names = list(batch.columns), list(batch.schema.names)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from typing import Any
 
 import numpy as np
@@ -71,6 +70,8 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
         self.initReport: dict[str, list[str]] | None = None  # what initFrom loaded, when it was set
         # one record per restart of lost ranks: which were lost and why, the epoch resumed from, when
         self.restarts: list[dict[str, Any]] = []
+        # where each rank trained: {"rank", "host", "device", "gpuAddress"} (the GPU Spark assigned, or None)
+        self.rankDevices: list[dict[str, Any]] = []
         self._broadcast = None
 
     @classmethod
@@ -89,6 +90,7 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
         model.rankDigests = result.rankDigests
         model.rankEpochs = result.rankEpochs
         model.epochsRun = result.epochsRun
+        model.rankDevices = result.rankDevices
         return model
 
     def _trained_task(self) -> Task:
@@ -101,7 +103,7 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
 
     def network(self):
         """A torch module holding the fitted weights, in eval mode."""
-        return _build_network(self.architectureSpec, self.weights)
+        return inference.load_network(self.architectureSpec, self.weights)
 
     # -- persistence ----------------------------------------------------------------
     def _save_to(self, path: str) -> None:
@@ -116,6 +118,7 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
             "task": spec["task"],
             "bestEpoch": self.bestEpoch,
             "restarts": self.restarts,
+            "rankDevices": self.rankDevices,
             "weightsSha256": save_weights(path, self.weights),
         }
         if pickled:
@@ -141,6 +144,7 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
         model.weights = load_weights(path, info["weightsSha256"])
         model.bestEpoch = info.get("bestEpoch")
         model.restarts = info.get("restarts", [])
+        model.rankDevices = info.get("rankDevices", [])
         model.history = read_json_file(path, HISTORY)
         try:
             model.network()  # the weights must fit the stored architecture
@@ -168,6 +172,18 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
         declarations(type(self))["thresholds"].check("thresholds", thresholds)
         return thresholds
 
+    def _checked_device(self) -> tuple[str, str]:
+        """(device, precision) for transform, checked on the driver where it can tell (``cuda`` with no
+        GPU in local mode, float16 on the CPU); each scoring task checks again on its executor."""
+        from sparkdl.training import devices
+
+        device, precision = self.getDevice(), self.getPrecision()
+        for name in ("device", "precision"):
+            declarations(type(self))[name].check(name, self.getOrDefault(name))
+        if precision == "16-mixed" and device == "cpu":
+            devices.check_precision(precision, devices.resolve("cpu"))
+        return device, precision
+
     def _network_input(self, dataset: DataFrame) -> tuple[DataFrame, str]:
         """The frame and column the network reads (models that combine columns override this)."""
         return dataset, self.getFeaturesCol()
@@ -185,6 +201,7 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
         shape = tuple(self.architectureSpec["inputShape"])
         width = math.prod(shape)
         batch_size, task, thresholds = self.getInferenceBatchSize(), self._trained_task(), self._checked_thresholds()
+        device, precision = self._checked_device()
         outputs = [(k, name, encode) for k, name, encode, _ in columns]
         label = f"featuresCol column {self.getFeaturesCol()!r}"
 
@@ -192,43 +209,19 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
             import torch
             from pyspark import TaskContext
 
+            from sparkdl.training import devices
+
             context = TaskContext.get()
             torch.set_num_threads(max(1, context.cpus() if context else 1))
-            net = inference.cached_network(key, lambda: _build_network(*payload.value))
+            where = devices.task_device(device)
+            devices.check_precision(precision, where)
+            net = inference.cached_network(f"{key}|{where}", lambda: inference.load_network(*payload.value, where))
             return inference.predict_batches(
                 batches, features=features, width=width, batch_size=batch_size,
-                network=lambda x: _forward(net, x.reshape(-1, *shape), task, thresholds), outputs=outputs, label=label,
+                network=lambda x: inference.forward(net, x.reshape(-1, *shape), task, thresholds, precision, label),
+                outputs=outputs, label=label, check_finite=False,
             )
 
         result = dataset.mapInArrow(run, schema)
         added = [name for _, name, _, _ in columns]
         return result if features in original_columns else result.select(*original_columns, *added)
-
-
-def _build_network(spec: dict[str, Any], weights: dict[str, np.ndarray] | None):
-    import torch
-
-    from sparkdl.training.loop import build_network
-
-    net = build_network(
-        TrainSpec(
-            data=None,  # type: ignore[arg-type]
-            architecture=spec["architecture"],
-            architectureParams=spec["architectureParams"],
-            inputShape=tuple(spec["inputShape"]),
-            outputSize=spec["outputSize"],
-        )
-    )
-    if weights is not None:
-        net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
-    return net.eval()
-
-
-def _forward(net, x: np.ndarray, task: Task, thresholds: list[float] | None = None) -> dict[str, np.ndarray]:
-    """Named numpy outputs of ``net`` for one chunk of shaped inputs."""
-    import torch
-
-    with torch.inference_mode(), warnings.catch_warnings():
-        # Arrow buffers are read-only; inference never writes to its input.
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return task.outputs(net, torch.from_numpy(x), thresholds)

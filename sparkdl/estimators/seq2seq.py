@@ -30,7 +30,6 @@ from pyspark.sql import types as T
 from sparkdl.data.schema import column_type
 from sparkdl.estimators import inference
 from sparkdl.estimators.base import NamedTorchEstimator, TorchModel
-from sparkdl.estimators.model import _build_network
 from sparkdl.estimators.params import check_declared, declare, declared_defaults, stage
 from sparkdl.training.spec import NON_NEGATIVE, POSITIVE, POSITIVE_OR_NONE
 from sparkdl.training.declared import Declared, Options, optional, to_bool, to_float, to_int, to_string
@@ -113,14 +112,18 @@ class Seq2SeqModel(TorchModel, _Seq2SeqParams):
             "batchSize": self.getInferenceBatchSize(), "attention": bool(self.getAttentionCol()),
             "names": [name for name, _ in added],
         }
+        device, _ = self._checked_device()
 
         def run(batches):
             import torch
             from pyspark import TaskContext
 
+            from sparkdl.training import devices
+
             context = TaskContext.get()
             torch.set_num_threads(max(1, context.cpus() if context else 1))
-            net = inference.cached_network(key, lambda: _build_network(*payload.value))
+            where = devices.task_device(device)
+            net = inference.cached_network(f"{key}|{where}", lambda: inference.load_network(*payload.value, where))
             for batch in batches:
                 yield _decode_batch(net, batch, source, options)
 
@@ -146,12 +149,13 @@ def _decode_batch(net, batch: pa.RecordBatch, source: str, options: dict[str, An
         rows = np.repeat(np.arange(hi - lo), lengths[lo:hi])
         positions = np.arange(starts[hi] - starts[lo]) - np.repeat(starts[lo:hi] - starts[lo], lengths[lo:hi])
         matrix[rows, positions] = ids[starts[lo] : starts[hi]]
-        x = torch.from_numpy(matrix).float()
+        x = torch.from_numpy(matrix).float().to(next(net.parameters()).device)
         with torch.inference_mode():
             if options["decoding"] == "beam":
                 decoded, attention, _ = net.beam(x, options["maxOutputLength"], options["beamWidth"], options["lengthPenalty"])
             else:
                 decoded, attention = net.greedy(x, options["maxOutputLength"])
+        decoded, attention = decoded.cpu(), attention.cpu() if attention is not None else None
         for i, row in enumerate(decoded.numpy()):
             kept = _up_to_end(row, net.padId, net.endId)
             outputs.append(kept)

@@ -145,12 +145,15 @@ class WaveNetModel(_ConditionedInput, TorchModel, _WaveNetParams):
 
         ``mode``: "sample", "greedy", "temperature", "top_k" or "mean". ``fast=True``
         keeps each layer's past activations in queues (one step per layer per
-        sample); ``fast=False`` recomputes the receptive field for each sample.
+        sample, in numpy on the CPU: per-call overhead dominates such small steps);
+        ``fast=False`` recomputes the receptive field for each sample on the model's ``device``.
         """
+        from sparkdl.training import devices
+
         mu = self.getMu()
         classes = None if prime is None else mulaw_encode(prime, mu)
         # float64 makes the fast and naive generators agree sample for sample.
-        net = self.network().double()
+        net = self.network().double().to(devices.resolve(self.getDevice()))
         generated = net.generate(numSamples, prime=classes, mode=mode, temperature=temperature, topK=topK,
                                  seed=seed, condition=condition, fast=fast)
         return mulaw_decode(generated, mu).astype(np.float32)

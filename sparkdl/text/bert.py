@@ -18,7 +18,6 @@ or MLlib vectors).
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import re
 from dataclasses import dataclass
@@ -38,8 +37,9 @@ from pyspark.sql import types as T
 from sparkdl.data.schema import column_type
 from sparkdl.estimators import inference
 from sparkdl.estimators.params import add_accessors
+from sparkdl.text.encoder import Encoder, embed_texts
+from sparkdl.training import devices
 
-logger = logging.getLogger(__name__)
 
 LAYER_STRATEGIES = ("last", "second_to_last", "sum_last_four", "concat_last_four", "sum_all", "embeddings")
 POOLINGS = ("cls", "mean", "none")
@@ -171,113 +171,6 @@ def resolve_layers(layers: str | Sequence[int], num_layers: int) -> tuple[list[i
     return indices, "concat"
 
 
-# -- executor side: tokenize, run, pool -----------------------------------------------
-class Encoder:
-    """A tokenizer and a float32 model in eval mode on one device (one per Python worker)."""
-
-    def __init__(self, path: str, device: str) -> None:
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        self.device = device
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModel.from_pretrained(path, output_hidden_states=True, local_files_only=True)
-        self.model = model.to(device=device, dtype=torch.float32).eval()
-
-
-def embed_texts(
-    encoder: Encoder,
-    texts: list[str],
-    *,
-    indices: list[int],
-    combine: str,
-    pooling: str,
-    maxLength: int,
-    batchSize: int,
-) -> tuple[Any, list[list[str]] | None, int]:
-    """Features of ``texts``: (features, tokens, number of truncated texts).
-
-    Pooled: features is a float32 (texts, width) array and tokens None.
-    ``pooling="none"``: features is a list of (tokens_i, width) arrays and
-    tokens the word pieces of each text (special tokens included).
-    """
-    import torch
-
-    if not texts:
-        width = len(indices if combine == "concat" else [0]) * encoder.model.config.hidden_size
-        return ([], [], 0) if pooling == "none" else (np.zeros((0, width), np.float32), None, 0)
-    tokenizer = encoder.tokenizer
-    encoded = tokenizer(texts, truncation=True, max_length=maxLength)
-    ids = encoded["input_ids"]
-    truncated = _count_truncated(tokenizer, texts, encoded, maxLength)
-    if truncated:
-        logger.warning("%d of %d texts were longer than maxLength=%d tokens and were truncated", truncated, len(texts), maxLength)
-    names = [n for n in tokenizer.model_input_names if n in encoded and n != "attention_mask"]
-    pad_values = {"input_ids": tokenizer.pad_token_id or 0}
-    lengths = np.array([len(x) for x in ids], dtype=np.int64)
-    # Longest first: similar lengths share a chunk (little padding), and a chunk
-    # too big for memory fails on the first step rather than the last.
-    order = np.argsort(-lengths, kind="stable")
-    pooled = [None] * len(texts)
-    for start in range(0, len(texts), batchSize):
-        rows = order[start : start + batchSize]
-        longest = int(lengths[rows].max())
-        mask = np.arange(longest)[None, :] < lengths[rows][:, None]
-        inputs = {"attention_mask": torch.from_numpy(mask.astype(np.int64))}
-        for name in names:
-            padded = np.full((len(rows), longest), pad_values.get(name, 0), dtype=np.int64)
-            for j, row in enumerate(rows):
-                padded[j, : lengths[row]] = encoded[name][row]
-            inputs[name] = torch.from_numpy(padded)
-        with torch.inference_mode():
-            inputs = {k: v.to(encoder.device) for k, v in inputs.items()}
-            hidden = encoder.model(**inputs).hidden_states
-            chosen = [hidden[i] for i in indices]
-            states = torch.stack(chosen).sum(0) if combine == "sum" else torch.cat(chosen, dim=-1)
-            if pooling == "cls":
-                out = states[:, 0]
-            elif pooling == "mean":
-                weights = inputs["attention_mask"].unsqueeze(-1).to(states.dtype)
-                out = (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-            else:
-                out = states
-            out = out.float().cpu().numpy()
-        for j, row in enumerate(rows):
-            pooled[row] = out[j] if pooling != "none" else out[j, : lengths[row]]
-    if pooling == "none":
-        return pooled, [tokenizer.convert_ids_to_tokens(x) for x in ids], truncated
-    return np.stack(pooled), None, truncated
-
-
-def _count_truncated(tokenizer, texts: list[str], encoded, max_length: int) -> int:
-    encodings = getattr(encoded, "encodings", None)
-    if encodings:  # fast tokenizers keep what truncation cut off
-        return sum(1 for e in encodings if e.overflowing)
-    full = tokenizer(texts, truncation=False)["input_ids"]
-    return sum(len(x) > max_length for x in full)
-
-
-def resolve_device(device: str) -> str:
-    """The torch device for this task: ``auto`` takes the task's GPU when CUDA is available."""
-    import torch
-
-    if device == "cpu":
-        return device
-    if not torch.cuda.is_available():
-        if device == "auto":
-            return "cpu"
-        raise RuntimeError(f"device: {device!r} requested but CUDA is not available on this executor")
-    if device in ("auto", "cuda"):
-        from pyspark import TaskContext
-
-        context = TaskContext.get()
-        gpus = context.resources().get("gpu") if context else None
-        return f"cuda:{gpus.addresses[0]}" if gpus and gpus.addresses else "cuda"
-    return device
-
-
 # -- Arrow encoding ------------------------------------------------------------------
 def _lists(lengths: np.ndarray, values: pa.Array, valid: np.ndarray) -> pa.Array:
     """A list column over ``values``; rows where ``valid`` is False are null (and empty)."""
@@ -332,14 +225,15 @@ class _BertEmbeddingsParams(HasInputCol, HasOutputCol):
     maxLength = Param(Params._dummy(), "maxLength", "longest tokenized text, special tokens included; longer texts are truncated (at most the model's max_position_embeddings)", typeConverter=TypeConverters.toInt)
     batchSize = Param(Params._dummy(), "batchSize", "texts per forward pass (> 0)", typeConverter=TypeConverters.toInt)
     outputType = Param(Params._dummy(), "outputType", "array (array<float>) or vector (MLlib DenseVector)", typeConverter=TypeConverters.toString)
-    device = Param(Params._dummy(), "device", "auto (CUDA when the executor has it), cpu, cuda or cuda:N", typeConverter=TypeConverters.toString)
+    device = Param(Params._dummy(), "device", "auto (the task's GPU when the executor has one), cpu, cuda or cuda:N; the task's GPU is the one Spark assigned it (spark.task.resource.gpu.amount), else one picked by partition", typeConverter=TypeConverters.toString)
+    precision = Param(Params._dummy(), "precision", "32, bf16-mixed (autocast to bfloat16) or 16-mixed (autocast to float16, GPU only)", typeConverter=TypeConverters.toString)
     tokensCol = Param(Params._dummy(), "tokensCol", "column of word pieces added when pooling is none", typeConverter=TypeConverters.toString)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._setDefault(
             inputCol="text", outputCol="features", layers="second_to_last", pooling="mean",
-            maxLength=128, batchSize=32, outputType="array", device="auto", tokensCol="tokens",
+            maxLength=128, batchSize=32, outputType="array", device="auto", precision="32", tokensCol="tokens",
         )
 
 
@@ -372,7 +266,7 @@ class BertEmbeddings(Transformer, _BertEmbeddingsParams, DefaultParamsReadable, 
     def __init__(
         self, *, inputCol: str = "text", outputCol: str = "features", modelPath: str | None = None,
         layers: str | list[int] = "second_to_last", pooling: str = "mean", maxLength: int = 128,
-        batchSize: int = 32, outputType: str = "array", device: str = "auto", tokensCol: str = "tokens",
+        batchSize: int = 32, outputType: str = "array", device: str = "auto", precision: str = "32", tokensCol: str = "tokens",
     ) -> None:
         super().__init__()
         self._set(**self._input_kwargs)
@@ -381,18 +275,20 @@ class BertEmbeddings(Transformer, _BertEmbeddingsParams, DefaultParamsReadable, 
     def setParams(
         self, *, inputCol: str = "text", outputCol: str = "features", modelPath: str | None = None,
         layers: str | list[int] = "second_to_last", pooling: str = "mean", maxLength: int = 128,
-        batchSize: int = 32, outputType: str = "array", device: str = "auto", tokensCol: str = "tokens",
+        batchSize: int = 32, outputType: str = "array", device: str = "auto", precision: str = "32", tokensCol: str = "tokens",
     ) -> "BertEmbeddings":
         """Sets Params by keyword."""
         return self._set(**self._input_kwargs)
 
     def _check(self, dataset: DataFrame) -> tuple[EncoderInfo, list[int], str, int]:
         """Every check that can fail, on the driver, before any Spark job."""
-        for name, allowed in (("pooling", POOLINGS), ("outputType", OUTPUT_TYPES)):
+        for name, allowed in (("pooling", POOLINGS), ("outputType", OUTPUT_TYPES), ("precision", devices.PRECISIONS)):
             if self.getOrDefault(name) not in allowed:
                 raise ValueError(f"{name}: expected one of {list(allowed)}, found {self.getOrDefault(name)!r}")
         if not _DEVICE.match(self.getDevice()):
             raise ValueError(f"device: expected auto, cpu, cuda or cuda:N, found {self.getDevice()!r}")
+        if self.getDevice() == "cpu":
+            devices.check_precision(self.getPrecision(), devices.resolve("cpu"))
         if self.getBatchSize() <= 0:
             raise ValueError(f"batchSize: expected a value > 0, found {self.getBatchSize()}")
         text_type = column_type(dataset, self.getInputCol(), "inputCol")
@@ -423,7 +319,7 @@ class BertEmbeddings(Transformer, _BertEmbeddingsParams, DefaultParamsReadable, 
         if pooling == "none":
             fields.append(T.StructField(self.getTokensCol(), T.ArrayType(T.StringType()), True))
         schema = T.StructType(dataset.schema.fields + fields)
-        text_col, device, names = self.getInputCol(), self.getDevice(), schema.names
+        text_col, device, precision, names = self.getInputCol(), self.getDevice(), self.getPrecision(), schema.names
         options = dict(indices=indices, combine=combine, pooling=pooling, maxLength=max_length, batchSize=self.getBatchSize())
         path = info.path
         version = os.stat(os.path.join(path, "config.json")).st_mtime_ns  # a rewritten model is reloaded
@@ -434,8 +330,9 @@ class BertEmbeddings(Transformer, _BertEmbeddingsParams, DefaultParamsReadable, 
 
             context = TaskContext.get()
             torch.set_num_threads(max(1, context.cpus() if context else 1))
-            where = resolve_device(device)
-            encoder = inference.cached_network(f"bert|{path}|{version}|{where}", lambda: Encoder(path, where))
+            where = devices.task_device(device)
+            devices.check_precision(precision, where)
+            encoder = inference.cached_network(f"bert|{path}|{version}|{where}|{precision}", lambda: Encoder(path, where, precision))
             for batch in batches:
                 column = batch.column(batch.schema.get_field_index(text_col))
                 valid = np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)

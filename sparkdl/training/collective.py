@@ -1,24 +1,46 @@
 """The few collective operations the training loop needs, one class per runtime.
 
-The loop calls only these: ``rank``, ``size``, ``local_size``,
-``allreduce_sum``, ``broadcast_state``, ``wrap``, ``set_trainable`` and
-``step``. It never
+The loop calls only these: ``rank``, ``size``, ``local_rank``,
+``local_size``, ``use_device``, ``allreduce_sum``, ``gather``,
+``broadcast_state``, ``wrap``, ``set_trainable`` and ``step``. It never
 imports Horovod or torch.distributed itself.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 
+def horovod_gpu_error() -> str | None:
+    """Why the installed horovod cannot train on GPUs (it was built without NCCL), or None."""
+    import horovod
+    import horovod.torch as hvd
+
+    if hvd.nccl_built():
+        return None
+    return (f"device: a rank computes on a GPU, but horovod {horovod.__version__} was built without GPU operations, so it "
+            "cannot allreduce CUDA gradients; rebuild it with HOROVOD_GPU_OPERATIONS=NCCL (scripts/setup.sh does where torch "
+            "has CUDA and nvcc is on the PATH), or set device='cpu' or backend='torch_distributor'")
+
+
 class LocalCollective:
     """One process, no communication."""
 
-    rank, size, local_size = 0, 1, 1
+    rank, size, local_rank, local_size = 0, 1, 0, 1
+    device = torch.device("cpu")
+
+    def use_device(self, device: torch.device) -> None:
+        """The loop computes on ``device``: what this runtime reduces must go there."""
+        self.device = device
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's ``value`` (plain data), in rank order."""
+        return [value]
 
     def allreduce_sum(self, values: np.ndarray) -> np.ndarray:
         return np.asarray(values, dtype=np.float64)
@@ -38,10 +60,13 @@ class LocalCollective:
             parameter.requires_grad_(name not in frozen)
         return network
 
-    def step(self, optimizer: torch.optim.Optimizer, model: nn.Module, clip_norm: float | None) -> None:
+    def step(self, optimizer: torch.optim.Optimizer, model: nn.Module, clip_norm: float | None, scaler: torch.amp.GradScaler) -> None:
+        """Clip (on unscaled gradients) and step through ``scaler``, which skips a step whose gradients overflowed."""
         if clip_norm:
+            scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
 
 
 class HorovodCollective(LocalCollective):
@@ -52,8 +77,16 @@ class HorovodCollective(LocalCollective):
 
         hvd.init()
         self.hvd = hvd
-        self.rank, self.size, self.local_size = hvd.rank(), hvd.size(), hvd.local_size()
+        self.rank, self.size, self.local_rank, self.local_size = hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size()
         self.resumed = False
+
+    def use_device(self, device) -> None:
+        if device.type == "cuda" and (error := horovod_gpu_error()):
+            raise RuntimeError(error)
+        super().use_device(device)
+
+    def gather(self, value):
+        return self.hvd.allgather_object(value, name="sparkdl.gather")
 
     def allreduce_sum(self, values: np.ndarray) -> np.ndarray:
         tensor = torch.as_tensor(np.asarray(values, dtype=np.float64))
@@ -81,35 +114,48 @@ class HorovodCollective(LocalCollective):
             if buffer.is_floating_point():
                 buffer.copy_(self.hvd.allreduce(buffer, op=self.hvd.Average, name=f"sparkdl.buffer.{name}"))
 
-    def step(self, optimizer, model, clip_norm) -> None:
+    def step(self, optimizer, model, clip_norm, scaler) -> None:
         optimizer.synchronize()
         # Horovod allreduces a zero gradient for frozen parameters; dropping it keeps
         # them bit-identical (weight decay would otherwise still move them).
         for parameter in model.parameters():
             if not parameter.requires_grad:
                 parameter.grad = None
-        if clip_norm:
-            nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
         with optimizer.skip_synchronize():
-            optimizer.step()
+            super().step(optimizer, model, clip_norm, scaler)
 
 
 class TorchDistributedCollective(LocalCollective):
-    """torch.distributed with DistributedDataParallel (gloo on CPU, nccl on GPU)."""
+    """torch.distributed with DistributedDataParallel (gloo on CPU, nccl on GPU).
 
-    def __init__(self) -> None:
+    ``device`` is the training's ``device`` Param: NCCL when it may use a
+    GPU and this process sees one, else Gloo.
+    """
+
+    def __init__(self, device: str = "auto") -> None:
         import torch.distributed as dist
 
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            dist.init_process_group("nccl" if device != "cpu" and torch.cuda.is_available() else "gloo")
         self.dist = dist
         self.rank, self.size = dist.get_rank(), dist.get_world_size()
+        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
         self.local_size = int(os.environ.get("LOCAL_WORLD_SIZE", self.size))
 
+    def use_device(self, device) -> None:
+        if (self.dist.get_backend() == "nccl") != (device.type == "cuda"):
+            raise RuntimeError(f"device: the rank computes on {device} but torch.distributed runs {self.dist.get_backend()}")
+        super().use_device(device)
+
+    def gather(self, value):
+        values = [None] * self.size
+        self.dist.all_gather_object(values, value)
+        return values
+
     def allreduce_sum(self, values: np.ndarray) -> np.ndarray:
-        tensor = torch.as_tensor(np.asarray(values, dtype=np.float64)).clone()
+        tensor = torch.as_tensor(np.asarray(values, dtype=np.float64)).to(self.device)  # NCCL reduces GPU tensors only
         self.dist.all_reduce(tensor, op=self.dist.ReduceOp.SUM)
-        return tensor.numpy()
+        return tensor.cpu().numpy()
 
     def broadcast_state(self, model, optimizer) -> None:
         for tensor in model.state_dict().values():
@@ -119,16 +165,17 @@ class TorchDistributedCollective(LocalCollective):
         optimizer.load_state_dict(state[0])
 
     def wrap(self, model, optimizer):
-        from torch.nn.parallel import DistributedDataParallel
-
-        return DistributedDataParallel(model), optimizer
+        return self._ddp(model), optimizer
 
     def set_trainable(self, model, network, frozen):
         # DDP reduces the gradients of the parameters that required one when it was built.
         super().set_trainable(model, network, frozen)
+        return self._ddp(model)
+
+    def _ddp(self, model):
         from torch.nn.parallel import DistributedDataParallel
 
-        return DistributedDataParallel(model)
+        return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
     def average_buffers(self, model) -> None:
         for buffer in model.buffers():

@@ -26,7 +26,8 @@ import torch.nn as nn
 
 from sparkdl.data.filesystems import open_filesystem
 from sparkdl.data.shards import epoch_rows, open_shard
-from sparkdl.training.reports import Reporter
+from sparkdl.training import devices
+from sparkdl.training.reports import Reporter, executor_identity
 from sparkdl.training.spec import TrainSpec
 from sparkdl.training.tasks import get_task
 from sparkdl.training.transfer import is_frozen
@@ -55,6 +56,7 @@ class TrainResult:
     rankDigests: list[str]  # a fingerprint of the final weights of each rank
     rankEpochs: list[int]  # the last epoch each rank completed
     epochsRun: list[int]  # the epochs trained by this call (a resumed run skips the others)
+    rankDevices: list[dict[str, Any]]  # each rank's rank, host, device and Spark GPU address
 
     @property
     def ranksAgree(self) -> bool:
@@ -128,8 +130,12 @@ def train(spec: TrainSpec, comm, reporter: Reporter | None = None) -> TrainResul
     reporter = reporter or Reporter(None, comm.rank)
     threads = spec.threads or max(1, (os.cpu_count() or 1) // max(1, comm.local_size))
     torch.set_num_threads(threads)
+    gpus = devices.spark_gpu_addresses()
+    device = devices.resolve(spec.device, comm.local_rank, gpus)
+    devices.check_precision(spec.precision, device)
+    comm.use_device(device)
     task = get_task(spec.task)
-    shard = open_shard(spec.data, comm.rank, comm.size, task, spec.inputShape, spec.shuffleBufferRows, spec.dataLoader)
+    shard = open_shard(spec.data, comm.rank, comm.size, task, spec.inputShape, spec.shuffleBufferRows, spec.dataLoader, device)
     # Every rank runs the same number of steps: shards shorter than the longest
     # wrap around to its length, so no rank waits alone in an allreduce.
     rows_per_epoch, validating = epoch_rows(spec.data, comm.size), spec.data.validation_rows > 0
@@ -141,6 +147,8 @@ def train(spec: TrainSpec, comm, reporter: Reporter | None = None) -> TrainResul
     model = build_network(spec)
     if spec.initWeights:
         model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in spec.initWeights.items()}, strict=False)
+    model.to(device)
+    scaler = devices.grad_scaler(spec.precision, device)
     frozen = {name for name, _ in model.named_parameters() if is_frozen(name, spec.freeze)}
     optimizer = make_optimizer(spec, _param_groups(spec, model, frozen))
     history: list[dict[str, float]] = []
@@ -151,6 +159,8 @@ def train(spec: TrainSpec, comm, reporter: Reporter | None = None) -> TrainResul
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        if "scaler" in checkpoint:
+            scaler.load_state_dict(checkpoint["scaler"])
         start_epoch, history = int(checkpoint["epoch"]), list(checkpoint["history"])
         best = dict(checkpoint["best"])
     if spec.resume:  # every rank read the checkpoint itself: they must have read the same one
@@ -179,23 +189,24 @@ def train(spec: TrainSpec, comm, reporter: Reporter | None = None) -> TrainResul
         seed = _epoch_seed(spec.seed, epoch, comm.rank)
         torch.manual_seed(seed)
         network.train()
-        sums = np.zeros(3)
+        sums = EpochSums()
         bar = ProgressBar(epoch + 1, spec.epochs, steps, reporter) if spec.progressBar and spec.verbose and comm.rank == 0 else None
         for step, (xb, yb) in enumerate(shard.batches(seed, rows_per_epoch, spec.batchSize)):
             if step == 0 and epoch == start_epoch and comm.rank == 0:
                 reporter.first_step(epoch + 1)
-            output, yb = task.scored(model, network(xb), xb, yb)
-            loss = task.loss(spec.lossFunction, output, yb, model, spec.classWeights)
+            with devices.autocast(spec.precision, device):
+                output, yb = task.scored(model, network(xb), xb, yb)
+                loss = task.loss(spec.lossFunction, output, yb, model, spec.classWeights)
             optimizer.zero_grad()
-            loss.backward()
-            comm.step(optimizer, model, spec.gradientClipNorm)
-            sums += task.batch_sums(model, output.detach(), yb, loss.detach())
+            scaler.scale(loss).backward()
+            comm.step(optimizer, model, spec.gradientClipNorm, scaler)
+            sums.add(loss.detach(), len(output), task.metric_sum(model, output.detach(), yb))
             if bar is not None:
                 bar.update(step + 1, sums)
         comm.average_buffers(model)
-        record = {"epoch": epoch + 1, **task.metrics(comm.allreduce_sum(sums), "")}
+        record = {"epoch": epoch + 1, **task.metrics(comm.allreduce_sum(sums.total()), "")}
         if validating:
-            record.update(task.metrics(comm.allreduce_sum(evaluate(spec, model, shard.validation())), "val_"))
+            record.update(task.metrics(comm.allreduce_sum(evaluate(spec, model, shard.validation(), device)), "val_"))
         record["seconds"] = time.perf_counter() - began
         history.append(record)
         epochs_run.append(epoch + 1)
@@ -215,7 +226,7 @@ def train(spec: TrainSpec, comm, reporter: Reporter | None = None) -> TrainResul
                 _save_checkpoint(
                     spec.checkpointDir,
                     {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history,
-                     "best": best, "run": spec.runId},
+                     "best": best, "run": spec.runId, "scaler": scaler.state_dict()},
                 )
                 reporter.checkpoint(epoch + 1)
         if stop:
@@ -227,19 +238,50 @@ def train(spec: TrainSpec, comm, reporter: Reporter | None = None) -> TrainResul
     slots = np.zeros(comm.size)
     slots[comm.rank] = history[-1]["epoch"] if history else 0
     rank_epochs = [int(e) for e in comm.allreduce_sum(slots)]
-    return TrainResult(weights, history, best["epoch"], comm.rank, _rank_digests(model, comm), rank_epochs, epochs_run)
+    rank_devices = comm.gather(devices.describe(comm.rank, device, gpus, executor_identity()[1]))
+    return TrainResult(weights, history, best["epoch"], comm.rank, _rank_digests(model, comm), rank_epochs, epochs_run, rank_devices)
 
 
 @torch.no_grad()
-def evaluate(spec: TrainSpec, model: nn.Module, chunks) -> np.ndarray:
-    """The task's metric sums over the validation ``chunks`` of (inputs, targets)."""
+def evaluate(spec: TrainSpec, model: nn.Module, chunks, device: torch.device | None = None) -> np.ndarray:
+    """The task's metric sums over the validation ``chunks`` of (inputs, targets), computed on ``device``."""
     model.eval()
     task = get_task(spec.task)
-    sums = np.zeros(3)
+    device = device or torch.device("cpu")
+    sums = EpochSums()
     for inputs, targets in chunks:
-        output, target = task.scored(model, model(inputs), inputs, targets)
-        sums += task.batch_sums(model, output, target, task.loss(spec.lossFunction, output, target, model, spec.classWeights))
-    return sums
+        inputs, targets = devices.to_device(inputs, device), devices.to_device(targets, device)
+        with devices.autocast(spec.precision, device):
+            output, target = task.scored(model, model(inputs), inputs, targets)
+            loss = task.loss(spec.lossFunction, output, target, model, spec.classWeights)
+        sums.add(loss, len(output), task.metric_sum(model, output, target))
+    return sums.total()
+
+
+class EpochSums:
+    """[loss * n, n, metric sum] over an epoch's batches.
+
+    The per-batch tensors are only collected, and added up when the sums are
+    read: a GPU then runs no extra kernel per step and never waits for the host.
+    """
+
+    def __init__(self) -> None:
+        self.losses: list[torch.Tensor] = []
+        self.metrics: list[torch.Tensor] = []
+        self.counts: list[int] = []
+
+    def add(self, loss: torch.Tensor, n: int, metric: torch.Tensor) -> None:
+        self.losses.append(loss)
+        self.counts.append(n)
+        self.metrics.append(metric)
+
+    def total(self) -> np.ndarray:
+        if not self.counts:
+            return np.zeros(3)
+        counts = torch.tensor(self.counts, dtype=torch.float64)
+        losses = torch.stack(self.losses).double().cpu()
+        metrics = torch.stack(self.metrics).double().cpu()
+        return np.array([float(losses @ counts), float(counts.sum()), float(metrics.sum())])
 
 
 def _param_groups(spec: TrainSpec, model: nn.Module, frozen: set[str]) -> list[dict[str, Any]]:
@@ -268,11 +310,12 @@ class ProgressBar:
         self.prefix, self.steps, self.width, self.drawn = f"epoch {epoch}/{epochs}", steps, width, 0.0
         self.reporter = reporter
 
-    def update(self, step: int, sums: np.ndarray) -> None:
+    def update(self, step: int, sums: EpochSums) -> None:
         now = time.perf_counter()
         if now - self.drawn < 0.2 and step < self.steps:
             return
         self.drawn = now
         filled = self.width * step // self.steps
-        loss = sums[0] / max(sums[1], 1.0)
+        loss_sum, n, _ = sums.total()
+        loss = loss_sum / max(n, 1.0)
         self.reporter.progress(f"{self.prefix} [{'=' * filled}{' ' * (self.width - filled)}] {step}/{self.steps}  loss {loss:.4f}")

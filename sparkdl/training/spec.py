@@ -25,6 +25,7 @@ from sparkdl.training.declared import (
     to_string,
     to_string_list,
 )
+from sparkdl.training.devices import DEVICES, PRECISIONS
 
 POSITIVE = Interval(0, closed="neither")
 POSITIVE_OR_NONE = Interval(0, closed="neither", optional=True)
@@ -69,6 +70,11 @@ TRAINING = (
              "holds about twice this many rows (or two 8 MiB row groups, if larger) whatever the data size (None: as many rows as "
              "64 MiB hold); dataLoader='petastorm' always reads the whole data set",
              optional(to_int), None, POSITIVE_OR_NONE),
+    Declared("device", "where training and transform compute: auto (a GPU when the rank or task sees one), cpu or cuda (a GPU, "
+             "else an error); a rank or task takes the GPU Spark assigned to its task (spark.task.resource.gpu.amount), else "
+             "the one of its local rank", to_string, "auto", Options(DEVICES)),
+    Declared("precision", "32, bf16-mixed (autocast to bfloat16, CPU or GPU) or 16-mixed (autocast to float16 with a loss "
+             "scaler, GPU only), in training and transform", to_string, "32", Options(PRECISIONS)),
     Declared("seed", "random seed of initialisation, shuffling and the validation split", to_int, 0),
     Declared("verbose", "0 or False: quiet, 1 or True: one line per epoch, 2: also the backend's own logs", to_int, 1, Options((0, 1, 2))),
 )

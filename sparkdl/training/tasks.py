@@ -72,30 +72,29 @@ class Task:
     def loss(self, name: str, output: torch.Tensor, target: torch.Tensor, model: nn.Module,
              class_weights: tuple[float, ...] | None = None) -> torch.Tensor:
         """The loss ``name``, plus the module's own penalty (``extra_loss``: a VAE's KL term, a sparsity term)."""
-        weight = torch.tensor(class_weights, dtype=output.dtype) if class_weights else None
+        weight = torch.tensor(class_weights, dtype=torch.float32, device=output.device) if class_weights else None
         loss = LOSSES[name](output, target, weight)
         if hasattr(model, "extra_loss"):
             loss = loss + model.extra_loss()
         return loss
 
-    def batch_sums(self, model: nn.Module, output: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> np.ndarray:
-        """Sums that add up across batches and ranks: [loss * n, n, the metric's sum]."""
-        return np.array([float(loss) * output.shape[0], float(output.shape[0]), self._metric_sum(model, output, target)])
-
-    def _metric_sum(self, model: nn.Module, output: torch.Tensor, target: torch.Tensor) -> float:
-        error = (output - target.reshape(output.shape)) ** 2  # averaged over the outputs of each row
-        return float(error.reshape(len(error), -1).mean(dim=1).sum())
+    def metric_sum(self, model: nn.Module, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The metric summed over the rows of a batch, as a tensor where the output is (read once per epoch)."""
+        error = (output.float() - target.reshape(output.shape)) ** 2  # averaged over the outputs of each row
+        return error.reshape(len(error), -1).mean(dim=1).sum()
 
     def metrics(self, sums: np.ndarray, prefix: str) -> dict[str, float]:
+        """The epoch's metrics from the summed [loss * n, n, metric sum] of every batch and rank."""
         loss_sum, n, metric_sum = (float(v) for v in sums)  # plain floats: checkpoints load with weights_only
         value = metric_sum / n
         return {f"{prefix}loss": loss_sum / n, f"{prefix}{self.metric}": value if self.metric == "accuracy" else math.sqrt(value)}
 
     # -- scoring (in transform) --------------------------------------------------------
-    def outputs(self, net: nn.Module, x: torch.Tensor, thresholds: list[float] | None = None) -> dict[str, np.ndarray]:
-        """Named numpy outputs of ``net`` for one chunk of shaped inputs (under inference mode)."""
+    def outputs(self, net: nn.Module, x: torch.Tensor, thresholds: list[float] | None = None) -> dict[str, torch.Tensor]:
+        """Named outputs of ``net`` for one chunk of shaped inputs (under inference mode), where ``x`` is;
+        ``sparkdl.estimators.inference.forward`` brings them to the host."""
         flat = net(x).reshape(len(x), -1)
-        return {"prediction": flat[:, 0].numpy() if flat.shape[1] == 1 else flat.numpy()}
+        return {"prediction": flat[:, 0] if flat.shape[1] == 1 else flat}
 
     def output_columns(self, model) -> list[tuple[str, str, Any, Any]]:
         """(output name, column name, Arrow encoder, Spark type) of each column ``model`` adds."""
@@ -121,13 +120,14 @@ class Classification(Task):
     def targets(self, features, label):
         return label.astype(np.int64)
 
-    def _metric_sum(self, model, output, target):
-        # per-step outputs count the fraction of steps right
-        hits = (output.argmax(dim=-1) == target.reshape(output.shape[:-1])).float()
-        return float(hits.reshape(len(hits), -1).mean(dim=1).sum())
+    def metric_sum(self, model, output, target):
+        hits = output.argmax(dim=-1) == target.reshape(output.shape[:-1])
+        if hits.dim() == 1:
+            return hits.sum()
+        return hits.float().reshape(len(hits), -1).mean(dim=1).sum()  # per-step outputs count the fraction of steps right
 
     def outputs(self, net, x, thresholds=None):
-        logits = net(x)
+        logits = net(x).double()  # MLlib's vectors hold doubles
         probability = torch.softmax(logits, dim=1)
         # Centred logits keep the softmax and rank like the probabilities, as MLlib's
         # evaluators expect of rawPrediction (a binary model gets the margins [-m, m]).
@@ -135,9 +135,9 @@ class Classification(Task):
         if thresholds is None:
             prediction = logits.argmax(dim=1)
         else:  # MLlib's meaning: the largest p / t wins, and a class with t = 0 always wins
-            t = torch.tensor(thresholds, dtype=probability.dtype)
+            t = torch.tensor(thresholds, dtype=probability.dtype, device=probability.device)
             prediction = torch.where(t == 0, torch.inf, probability / t).argmax(dim=1)
-        return {"raw": raw.numpy(), "probability": probability.numpy(), "prediction": prediction.numpy().astype(np.float64)}
+        return {"raw": raw, "probability": probability, "prediction": prediction.double()}
 
     def output_columns(self, model):
         from pyspark.ml.linalg import VectorUDT
@@ -167,9 +167,9 @@ class Reconstruction(Task):
     def outputs(self, net, x, thresholds=None):
         flat = net(x).reshape(len(x), -1)
         error = ((flat - x.reshape(len(x), -1)) ** 2).mean(dim=1)
-        outputs = {"reconstruction": flat.numpy(), "reconstructionError": error.numpy()}
+        outputs = {"reconstruction": flat, "reconstructionError": error}
         if hasattr(net, "encode"):
-            outputs["embedding"] = net.encode(x).reshape(len(x), -1).numpy()
+            outputs["embedding"] = net.encode(x).reshape(len(x), -1)
         return outputs
 
 
@@ -190,8 +190,7 @@ class NextStep(Classification):
         log_p = torch.log_softmax(out, dim=-1)
         classes = net.split_input(x)[0]
         scored = log_p[:, :-1].gather(2, classes[:, 1:].unsqueeze(-1)).squeeze(-1)
-        return {"prediction": out[:, -1].argmax(dim=-1).numpy().astype(np.float64),
-                "logLikelihood": scored.sum(dim=1).double().numpy()}
+        return {"prediction": out[:, -1].argmax(dim=-1).double(), "logLikelihood": scored.sum(dim=1).double()}
 
 
 class SequenceToSequence(Classification):
@@ -208,10 +207,10 @@ class SequenceToSequence(Classification):
     def loss(self, name, output, target, model, class_weights=None):
         return model.loss(output, target)  # cross entropy over real target tokens, padding ignored
 
-    def _metric_sum(self, model, output, target):
+    def metric_sum(self, model, output, target):
         # exact sequences: every real target token right under teacher forcing
         right = (output.argmax(dim=-1) == target) | (target == model.padId)
-        return float(right.all(dim=1).sum())
+        return right.all(dim=1).sum()
 
 
 TASKS: dict[str, Task] = {t.name: t for t in (Classification(), Regression(), Reconstruction(), NextStep(), SequenceToSequence())}

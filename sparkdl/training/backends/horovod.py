@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from sparkdl import spark_internals
-from sparkdl.training import reports
+from sparkdl.training import devices, reports
 from sparkdl.training.backends import horovod_internals, warm
 from sparkdl.training.backends.result import finish_rank, from_plain, to_plain
 from sparkdl.training.spec import TrainSpec
@@ -68,6 +68,7 @@ class HorovodBackend:
         import horovod.spark
 
         env = dict(os.environ)
+        env.pop(devices.GPU_ADDRESSES_ENV, None)  # laid over each rank's own: its task's GPUs must win
         # A rank that dies must not leave the others waiting forever in a collective.
         env.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", str(COLLECTIVE_TIMEOUT_S))
         env.setdefault("HOROVOD_CYCLE_TIME", str(CYCLE_TIME_MS))

@@ -23,6 +23,7 @@ import threading
 import warnings
 from typing import Any, Callable, Iterator, Mapping
 
+from sparkdl.training import devices
 from sparkdl.training.backends import warm
 
 WRITTEN_FOR = "0.28.1"
@@ -71,11 +72,16 @@ _warm_servers: collections.Counter[tuple[str, str, tuple[tuple[str, str], ...]]]
 
 @contextlib.contextmanager
 def sparkdl_tasks(server: str | None, env: Mapping[str, str]) -> Iterator[None]:
-    """While a fit runs, Horovod's Spark tasks start the warm process server and end with their ranks.
+    """While a fit runs, Horovod's Spark tasks start the warm process server, hand their GPUs to their ranks and end with their ranks.
 
     Each task starts the server ``server`` (if not None) on its executor
     before Horovod launches its rank, so the server's imports overlap the
     launch (see ``warm``).
+
+    A rank runs in a process Horovod starts from one of the Spark tasks on
+    its host, where ``TaskContext`` does not reach: the task puts the GPU
+    addresses Spark assigned it in ``SPARKDL_GPU_ADDRESSES``, which the rank
+    it starts inherits (``sparkdl.training.devices``).
 
     With Gloo every task of ``horovod.spark.run`` sleeps 3 s after its rank
     process exits, "so that the driver's client can connect again to wait for
@@ -151,10 +157,15 @@ def _sparkdl_mapper(make_mapper: Callable[..., Any]) -> Callable[..., Any]:
                 warm.start_server(name, executable, {**os.environ, **dict(env)})  # as Horovod merges a rank's
             horovod_value = runner.MINIMUM_COMMAND_LIFETIME_S
             runner.MINIMUM_COMMAND_LIFETIME_S = TASK_LINGER_S
+            # Horovod's task service hands a copy of this environment to the rank it starts.
+            gpus = devices.spark_gpu_addresses()
+            if gpus:
+                os.environ[devices.GPU_ADDRESSES_ENV] = ",".join(gpus)
             try:
                 yield from mapper(index, iterator)
             finally:
                 runner.MINIMUM_COMMAND_LIFETIME_S = horovod_value
+                os.environ.pop(devices.GPU_ADDRESSES_ENV, None)
 
         return sparkdl_mapper
 

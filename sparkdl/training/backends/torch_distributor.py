@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from sparkdl.training import reports
+from sparkdl.training import devices, reports
 from sparkdl.training.backends.result import finish_rank, from_plain, to_plain
 from sparkdl.training.spec import TrainSpec
 
@@ -11,7 +11,10 @@ if TYPE_CHECKING:
     from sparkdl.training.loop import TrainResult
 
 
-def _rank_main(spec: TrainSpec) -> dict[str, Any]:
+def _rank_main(spec: TrainSpec, use_gpu: bool) -> dict[str, Any]:
+    if use_gpu and os.environ.get("CUDA_VISIBLE_DEVICES"):
+        # TorchDistributor limits the rank to the GPUs Spark assigned its task, by their addresses.
+        os.environ.setdefault(devices.GPU_ADDRESSES_ENV, os.environ["CUDA_VISIBLE_DEVICES"])
     return reports.reporting(spec.reports, int(os.environ["RANK"]), _train, spec)
 
 
@@ -19,7 +22,7 @@ def _train(reporter: reports.Reporter, spec: TrainSpec) -> dict[str, Any]:
     from sparkdl.training.collective import TorchDistributedCollective
     from sparkdl.training.loop import train
 
-    comm = TorchDistributedCollective()
+    comm = TorchDistributedCollective(spec.device)
     try:
         return finish_rank(to_plain(train(spec, comm, reporter)))
     finally:
@@ -27,7 +30,12 @@ def _train(reporter: reports.Reporter, spec: TrainSpec) -> dict[str, Any]:
 
 
 class TorchDistributorBackend:
-    """Spark's own ``TorchDistributor``: DistributedDataParallel over gloo (nccl on GPU)."""
+    """Spark's own ``TorchDistributor``: DistributedDataParallel over gloo (nccl on GPU).
+
+    Where Spark schedules GPUs (``spark.task.resource.gpu.amount``) and
+    ``device`` is not cpu, TorchDistributor runs with ``use_gpu``: each rank
+    sees the GPUs Spark assigned its task.
+    """
 
     name = "torch_distributor"
 
@@ -35,8 +43,11 @@ class TorchDistributorBackend:
         self.numProc = numProc
 
     def run(self, spec: TrainSpec) -> "TrainResult":
-        import torch
         from pyspark.ml.torch.distributor import TorchDistributor
 
-        distributor = TorchDistributor(num_processes=self.numProc, local_mode=False, use_gpu=torch.cuda.is_available())
-        return from_plain(distributor.run(_rank_main, spec))
+        from sparkdl import spark_internals
+
+        context = spark_internals.active_context()
+        use_gpu = spec.device != "cpu" and context is not None and context.getConf().get("spark.task.resource.gpu.amount") is not None
+        distributor = TorchDistributor(num_processes=self.numProc, local_mode=False, use_gpu=use_gpu)
+        return from_plain(distributor.run(_rank_main, spec, use_gpu))
