@@ -54,11 +54,11 @@ if ! "$VENV/bin/python" -c "import horovod.torch as h; assert '$gpu_ops' != 'NCC
       gpu_env=(HOROVOD_GPU_OPERATIONS=NCCL HOROVOD_CUDA_HOME="$(dirname "$(dirname "$(command -v nvcc)")")")
       if [ -n "$nccl" ] && [ -z "${HOROVOD_NCCL_HOME:-}" ]; then
         # the wheel ships libnccl.so.2 only: the linker looks for libnccl.so
-        mkdir -p "$build/nccl/lib" && ln -s "$nccl"/lib/libnccl.so.* "$build/nccl/lib/libnccl.so"
+        mkdir -p "$build/nccl/lib" && ln -s "$(ls "$nccl"/lib/libnccl.so.* | head -n 1)" "$build/nccl/lib/libnccl.so"
         gpu_env+=(HOROVOD_NCCL_INCLUDE="$nccl/include" HOROVOD_NCCL_LIB="$build/nccl/lib" HOROVOD_NCCL_LINK=SHARED)
       fi
     fi
-    env "${gpu_env[@]}" \
+    env ${gpu_env[@]+"${gpu_env[@]}"} \
     PATH="$root/$VENV/bin:$PATH" \
     CXX="$root/scripts/cxx17" \
     HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \

@@ -132,3 +132,40 @@ def test_the_gpu_benchmark_runs_here_as_a_smoke_test(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(out.read_text())["figures"]
     assert len(figures) == 11 and all(f["value"] and f["value"] > 0 for f in figures), figures
+
+
+@no_cuda
+def test_transform_with_cuda_on_a_local_master_without_gpu_fails_before_any_job(split):
+    train, test = split
+    model = MLPClassifier(hiddenLayers=[8], epochs=1, backend="local", verbose=0).fit(train)
+    with pytest.raises(ValueError, match=r"^device: 'cuda' needs a GPU"):
+        model.copy({model.device: "cuda"}).transform(test)
+
+
+def test_nan_input_is_named_before_a_network_that_indexes_by_value_sees_it():
+    from sparkdl.estimators import inference
+    from sparkdl.training.tasks import get_task
+
+    class Lookup(torch.nn.Module):  # values used as indices, as token-id networks do
+        def __init__(self):
+            super().__init__()
+            self.table = torch.nn.Embedding(4, 2)
+
+        def forward(self, x):
+            return self.table(x.long()).sum(1)
+
+    x = np.array([[0.0, 1.0], [np.nan, 2.0]], np.float32)
+    with pytest.raises(inference.InputError, match=r"^featuresCol column 'f': expected finite values, found 1 NaN"):
+        inference.forward(Lookup(), x, get_task("classification"), label="featuresCol column 'f'")
+
+
+def test_epoch_sums_add_up_like_the_batches_across_folds():
+    from sparkdl.training.loop import EpochSums
+
+    rng = np.random.default_rng(0)
+    losses, counts, metrics = rng.random(600), rng.integers(1, 64, 600), rng.integers(0, 64, 600)
+    sums = EpochSums()
+    for loss, n, metric in zip(losses, counts, metrics):
+        sums.add(torch.tensor(loss, dtype=torch.float32), int(n), torch.tensor(int(metric)))
+    expected = [float((losses.astype(np.float32).astype(np.float64) * counts).sum()), counts.sum(), metrics.sum()]
+    np.testing.assert_allclose(sums.total(), expected, rtol=1e-12)

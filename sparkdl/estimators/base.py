@@ -148,15 +148,18 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
 
         device, backend = self.getDevice(), resolve(self.getBackend())
         context = spark_internals.active_context()
-        ranks_see_this_host = backend == "local" or (context is not None and context.master.startswith("local"))
-        kind = devices.device_type(device) if ranks_see_this_host or device == "cpu" else device
-        if kind != "auto":
-            devices.check_precision(self.getPrecision(), kind)
-        if kind == "cuda" and backend == "horovod":
+        local = backend == "local" or (context is not None and context.master.startswith("local"))
+        devices.check_on_driver(device, self.getPrecision(), local)
+        if device != "cuda":
+            return  # auto: ranks whose runtime cannot use their GPU train on the CPU
+        if backend == "horovod":
             from sparkdl.training.collective import horovod_gpu_error
 
             if error := horovod_gpu_error():
                 raise ValueError(error)
+        if backend == "torch_distributor" and not _schedules_gpus(context):
+            raise ValueError("device: 'cuda' with backend='torch_distributor' needs Spark's GPU scheduling "
+                             "(spark.task.resource.gpu.amount >= 1): TorchDistributor hides the GPUs from its ranks otherwise")
 
     def _num_proc(self, dataset: DataFrame) -> int:
         if self.getBackend() == "local":
@@ -436,6 +439,12 @@ class NamedTorchEstimator(TorchEstimator):
         for name in self._architecture_param_names:
             params.setdefault(name, self.getOrDefault(name))
         return params
+
+
+def _schedules_gpus(context) -> bool:
+    """Whether Spark gives each task at least one whole GPU (what TorchDistributor's use_gpu needs)."""
+    amount = context.getConf().get("spark.task.resource.gpu.amount") if context is not None else None
+    return amount is not None and float(amount) >= 1
 
 
 def _interactive() -> bool:

@@ -129,9 +129,9 @@ def forward(net, x: np.ndarray, task, thresholds: list[float] | None = None, pre
     """Named numpy outputs of ``net`` for one chunk of shaped inputs, computed where ``net`` is.
 
     With ``label`` the inputs are checked for NaN and infinite values where
-    they are computed on (one pass there instead of one on the host): an
-    ``InputError`` starting with ``label`` says how many. On a GPU the
-    outputs and the check's result come back in one wait for the device.
+    they are computed on (one pass there instead of one on the host), before
+    the network runs: an ``InputError`` starting with ``label`` says how
+    many. On a GPU the outputs come back in one wait for the device.
     """
     import torch
 
@@ -142,17 +142,16 @@ def forward(net, x: np.ndarray, task, thresholds: list[float] | None = None, pre
         # Arrow buffers are read-only; inference never writes to its input.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         inputs = devices.to_device(torch.from_numpy(x), device)
-        finite = torch.isfinite(inputs).all() if label is not None else None
+        # before the network: one that turns values into indices would fail on NaN with an error of its own
+        if label is not None and not bool(torch.isfinite(inputs).all()):
+            raise InputError(f"{label}: expected finite values, found {int((~torch.isfinite(inputs)).sum())} NaN/infinite/null elements")
         with devices.autocast(precision, device):
             outputs = task.outputs(net, inputs, thresholds)
         on_gpu = device.type == "cuda"
         host = {k: (v.float() if v.dtype in (torch.float16, torch.bfloat16) else v).to("cpu", non_blocking=on_gpu)
                 for k, v in outputs.items()}
-        finite = finite.to("cpu", non_blocking=on_gpu) if finite is not None else None
         if on_gpu:
             torch.cuda.current_stream(device).synchronize()
-        if finite is not None and not bool(finite):
-            raise InputError(f"{label}: expected finite values, found {int((~torch.isfinite(inputs)).sum())} NaN/infinite/null elements")
         return {k: v.numpy() for k, v in host.items()}
 
 

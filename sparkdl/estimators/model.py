@@ -175,13 +175,14 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
     def _checked_device(self) -> tuple[str, str]:
         """(device, precision) for transform, checked on the driver where it can tell (``cuda`` with no
         GPU in local mode, float16 on the CPU); each scoring task checks again on its executor."""
+        from sparkdl import spark_internals
         from sparkdl.training import devices
 
         device, precision = self.getDevice(), self.getPrecision()
         for name in ("device", "precision"):
             declarations(type(self))[name].check(name, self.getOrDefault(name))
-        if precision == "16-mixed" and device == "cpu":
-            devices.check_precision(precision, devices.resolve("cpu"))
+        context = spark_internals.active_context()
+        devices.check_on_driver(device, precision, context is not None and context.master.startswith("local"))
         return device, precision
 
     def _network_input(self, dataset: DataFrame) -> tuple[DataFrame, str]:

@@ -34,6 +34,7 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
+from sparkdl import spark_internals
 from sparkdl.data.schema import column_type
 from sparkdl.estimators import inference
 from sparkdl.estimators.params import add_accessors
@@ -287,8 +288,8 @@ class BertEmbeddings(Transformer, _BertEmbeddingsParams, DefaultParamsReadable, 
                 raise ValueError(f"{name}: expected one of {list(allowed)}, found {self.getOrDefault(name)!r}")
         if not _DEVICE.match(self.getDevice()):
             raise ValueError(f"device: expected auto, cpu, cuda or cuda:N, found {self.getDevice()!r}")
-        if self.getDevice() == "cpu":
-            devices.check_precision(self.getPrecision(), devices.resolve("cpu"))
+        context = spark_internals.active_context()
+        devices.check_on_driver(self.getDevice(), self.getPrecision(), context is not None and context.master.startswith("local"))
         if self.getBatchSize() <= 0:
             raise ValueError(f"batchSize: expected a value > 0, found {self.getBatchSize()}")
         text_type = column_type(dataset, self.getInputCol(), "inputCol")

@@ -34,6 +34,10 @@ class LocalCollective:
     rank, size, local_rank, local_size = 0, 1, 0, 1
     device = torch.device("cpu")
 
+    def gpu_error(self) -> str | None:
+        """Why this runtime cannot train on GPUs, or None."""
+        return None
+
     def use_device(self, device: torch.device) -> None:
         """The loop computes on ``device``: what this runtime reduces must go there."""
         self.device = device
@@ -80,10 +84,8 @@ class HorovodCollective(LocalCollective):
         self.rank, self.size, self.local_rank, self.local_size = hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size()
         self.resumed = False
 
-    def use_device(self, device) -> None:
-        if device.type == "cuda" and (error := horovod_gpu_error()):
-            raise RuntimeError(error)
-        super().use_device(device)
+    def gpu_error(self) -> str | None:
+        return horovod_gpu_error()
 
     def gather(self, value):
         return self.hvd.allgather_object(value, name="sparkdl.gather")
@@ -153,7 +155,7 @@ class TorchDistributedCollective(LocalCollective):
         return values
 
     def allreduce_sum(self, values: np.ndarray) -> np.ndarray:
-        tensor = torch.as_tensor(np.asarray(values, dtype=np.float64)).to(self.device)  # NCCL reduces GPU tensors only
+        tensor = torch.as_tensor(np.asarray(values, dtype=np.float64)).clone().to(self.device)  # NCCL reduces GPU tensors only
         self.dist.all_reduce(tensor, op=self.dist.ReduceOp.SUM)
         return tensor.cpu().numpy()
 

@@ -102,6 +102,18 @@ def _why_no_cuda(torch) -> str:
     return f"CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r}" if "CUDA_VISIBLE_DEVICES" in os.environ else "no device found"
 
 
+def check_on_driver(device: str, precision: str, same_host: bool) -> str:
+    """What the driver can tell of ``device`` and ``precision`` before any job; returns "cpu", "cuda", or "auto"
+    when it cannot tell (the ranks or tasks run on other hosts: they check on their executors).
+
+    ``same_host``: the work runs on the driver's host (local mode, or the local backend).
+    """
+    kind = device_type(device) if same_host or device == "cpu" else device
+    if kind != "auto":
+        check_precision(precision, kind)
+    return kind
+
+
 def check_precision(precision: str, device: Any) -> None:
     """``precision`` must be one of ``PRECISIONS``, and float16 needs a GPU (``device``: a torch.device or its type)."""
     if precision not in PRECISIONS:

@@ -132,6 +132,10 @@ def train(spec: TrainSpec, comm, reporter: Reporter | None = None) -> TrainResul
     torch.set_num_threads(threads)
     gpus = devices.spark_gpu_addresses()
     device = devices.resolve(spec.device, comm.local_rank, gpus)
+    if device.type == "cuda" and (error := comm.gpu_error()):
+        if spec.device == "cuda":
+            raise RuntimeError(error)
+        device = torch.device("cpu")  # device="auto": a GPU this runtime cannot reduce on is no use
     devices.check_precision(spec.precision, device)
     comm.use_device(device)
     task = get_task(spec.task)
@@ -159,7 +163,7 @@ def train(spec: TrainSpec, comm, reporter: Reporter | None = None) -> TrainResul
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        if "scaler" in checkpoint:
+        if checkpoint.get("scaler"):  # a disabled scaler (precision 32 or bf16-mixed) saved nothing
             scaler.load_state_dict(checkpoint["scaler"])
         start_epoch, history = int(checkpoint["epoch"]), list(checkpoint["history"])
         best = dict(checkpoint["best"])
@@ -196,7 +200,8 @@ def train(spec: TrainSpec, comm, reporter: Reporter | None = None) -> TrainResul
                 reporter.first_step(epoch + 1)
             with devices.autocast(spec.precision, device):
                 output, yb = task.scored(model, network(xb), xb, yb)
-                loss = task.loss(spec.lossFunction, output, yb, model, spec.classWeights)
+            # in float32, outside autocast, which refuses some losses (binary cross entropy) on a GPU
+            loss = task.loss(spec.lossFunction, output.float(), yb, model, spec.classWeights)
             optimizer.zero_grad()
             scaler.scale(loss).backward()
             comm.step(optimizer, model, spec.gradientClipNorm, scaler)
@@ -253,7 +258,7 @@ def evaluate(spec: TrainSpec, model: nn.Module, chunks, device: torch.device | N
         inputs, targets = devices.to_device(inputs, device), devices.to_device(targets, device)
         with devices.autocast(spec.precision, device):
             output, target = task.scored(model, model(inputs), inputs, targets)
-            loss = task.loss(spec.lossFunction, output, target, model, spec.classWeights)
+        loss = task.loss(spec.lossFunction, output.float(), target, model, spec.classWeights)
         sums.add(loss, len(output), task.metric_sum(model, output, target))
     return sums.total()
 
@@ -261,27 +266,41 @@ def evaluate(spec: TrainSpec, model: nn.Module, chunks, device: torch.device | N
 class EpochSums:
     """[loss * n, n, metric sum] over an epoch's batches.
 
-    The per-batch tensors are only collected, and added up when the sums are
-    read: a GPU then runs no extra kernel per step and never waits for the host.
+    The per-batch tensors are collected and folded into a running sum every
+    ``FOLD`` batches, where they are: a GPU runs a few kernels per ``FOLD``
+    steps instead of several per step, and waits for the host only when the
+    sums are read.
     """
 
+    FOLD = 256
+
     def __init__(self) -> None:
-        self.losses: list[torch.Tensor] = []
-        self.metrics: list[torch.Tensor] = []
-        self.counts: list[int] = []
+        self.parts: list[tuple[torch.Tensor, int, torch.Tensor]] = []
+        self.folded: torch.Tensor | None = None
+        self.count = 0
 
     def add(self, loss: torch.Tensor, n: int, metric: torch.Tensor) -> None:
-        self.losses.append(loss)
-        self.counts.append(n)
-        self.metrics.append(metric)
+        self.parts.append((loss, n, metric))
+        self.count += n
+        if len(self.parts) >= self.FOLD:
+            self.folded = self._sum()
+            self.parts = []
+
+    def _sum(self) -> torch.Tensor | None:
+        """[loss * n, metric] summed over the batches so far, as float64 where they were computed."""
+        if not self.parts:
+            return self.folded
+        losses = torch.stack([loss for loss, _, _ in self.parts]).double()
+        counts = torch.tensor([n for _, n, _ in self.parts], dtype=torch.float64).to(losses.device, non_blocking=True)
+        part = torch.stack([losses @ counts, torch.stack([m for _, _, m in self.parts]).double().sum()])
+        return part if self.folded is None else self.folded + part
 
     def total(self) -> np.ndarray:
-        if not self.counts:
+        summed = self._sum()
+        if summed is None:
             return np.zeros(3)
-        counts = torch.tensor(self.counts, dtype=torch.float64)
-        losses = torch.stack(self.losses).double().cpu()
-        metrics = torch.stack(self.metrics).double().cpu()
-        return np.array([float(losses @ counts), float(counts.sum()), float(metrics.sum())])
+        loss_sum, metric_sum = summed.tolist()
+        return np.array([loss_sum, float(self.count), metric_sum])
 
 
 def _param_groups(spec: TrainSpec, model: nn.Module, frozen: set[str]) -> list[dict[str, Any]]:

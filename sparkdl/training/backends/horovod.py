@@ -68,7 +68,11 @@ class HorovodBackend:
         import horovod.spark
 
         env = dict(os.environ)
-        env.pop(devices.GPU_ADDRESSES_ENV, None)  # laid over each rank's own: its task's GPUs must win
+        # Horovod lays this environment over each rank's own: the GPUs of the rank's task must win.
+        env.pop(devices.GPU_ADDRESSES_ENV, None)
+        context = spark_internals.active_context()
+        if context is not None and not context.master.startswith("local"):
+            env.pop("CUDA_VISIBLE_DEVICES", None)  # the driver's GPUs are not the executors'
         # A rank that dies must not leave the others waiting forever in a collective.
         env.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", str(COLLECTIVE_TIMEOUT_S))
         env.setdefault("HOROVOD_CYCLE_TIME", str(CYCLE_TIME_MS))

@@ -12,9 +12,10 @@ if TYPE_CHECKING:
 
 
 def _rank_main(spec: TrainSpec, use_gpu: bool) -> dict[str, Any]:
-    if use_gpu and os.environ.get("CUDA_VISIBLE_DEVICES"):
-        # TorchDistributor limits the rank to the GPUs Spark assigned its task, by their addresses.
-        os.environ.setdefault(devices.GPU_ADDRESSES_ENV, os.environ["CUDA_VISIBLE_DEVICES"])
+    visible = [v for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if use_gpu and visible:
+        # TorchDistributor shows a task's processes the GPUs Spark assigned it, by address; one each, by local rank.
+        os.environ[devices.GPU_ADDRESSES_ENV] = visible[int(os.environ.get("LOCAL_RANK", 0)) % len(visible)]
     return reports.reporting(spec.reports, int(os.environ["RANK"]), _train, spec)
 
 
@@ -48,6 +49,7 @@ class TorchDistributorBackend:
         from sparkdl import spark_internals
 
         context = spark_internals.active_context()
-        use_gpu = spec.device != "cpu" and context is not None and context.getConf().get("spark.task.resource.gpu.amount") is not None
+        amount = context.getConf().get("spark.task.resource.gpu.amount") if context is not None else None
+        use_gpu = spec.device != "cpu" and amount is not None and float(amount) >= 1  # TorchDistributor takes whole GPUs
         distributor = TorchDistributor(num_processes=self.numProc, local_mode=False, use_gpu=use_gpu)
         return from_plain(distributor.run(_rank_main, spec, use_gpu))
