@@ -1,6 +1,7 @@
 """What sparkdl reads from Spark that PySpark does not expose, in one place.
 
-- ``active_context``: the driver's SparkContext, None under Spark Connect.
+- ``active_context``: the driver's SparkContext, None under Spark Connect;
+  ``local_master``: whether it runs in local mode.
 - ``task_slots`` and ``executor_removal`` go through py4j to
   ``SparkContext`` members that are ``private[spark]`` in Scala (public in
   the bytecode), present in Spark 3.5 and 4.x: ``maxNumConcurrentTasks``
@@ -23,6 +24,12 @@ def active_context() -> Any:
     from pyspark import SparkContext
 
     return SparkContext._active_spark_context
+
+
+def local_master() -> bool:
+    """Whether the driver's SparkContext runs in local mode (its executors are this host); False under Spark Connect."""
+    context = active_context()
+    return context is not None and context.master.startswith("local")
 
 
 def task_slots(context: Any) -> int | None:

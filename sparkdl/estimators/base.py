@@ -43,6 +43,7 @@ from sparkdl.estimators.persistence import (
 )
 from sparkdl.estimators.params import TorchParams, check_declared, stage
 from sparkdl.training.backends import HOROVOD_SETUP, get_backend, horovod_error
+from sparkdl.training.backends.torch_distributor import whole_gpus_per_task
 from sparkdl.training.loop import GLOBAL_RNG_LOCK, build_network
 from sparkdl.training.restarts import run_with_restarts
 from sparkdl.training.spec import TrainSpec, training_values
@@ -147,9 +148,7 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
         from sparkdl.training.backends import resolve
 
         device, backend = self.getDevice(), resolve(self.getBackend())
-        context = spark_internals.active_context()
-        local = backend == "local" or (context is not None and context.master.startswith("local"))
-        devices.check_on_driver(device, self.getPrecision(), local)
+        devices.check_on_driver(device, self.getPrecision(), backend == "local" or spark_internals.local_master())
         if device != "cuda":
             return  # auto: ranks whose runtime cannot use their GPU train on the CPU
         if backend == "horovod":
@@ -157,7 +156,7 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
 
             if error := horovod_gpu_error():
                 raise ValueError(error)
-        if backend == "torch_distributor" and not _schedules_gpus(context):
+        if backend == "torch_distributor" and not whole_gpus_per_task(spark_internals.active_context()):
             raise ValueError("device: 'cuda' with backend='torch_distributor' needs Spark's GPU scheduling "
                              "(spark.task.resource.gpu.amount >= 1): TorchDistributor hides the GPUs from its ranks otherwise")
 
@@ -439,12 +438,6 @@ class NamedTorchEstimator(TorchEstimator):
         for name in self._architecture_param_names:
             params.setdefault(name, self.getOrDefault(name))
         return params
-
-
-def _schedules_gpus(context) -> bool:
-    """Whether Spark gives each task at least one whole GPU (what TorchDistributor's use_gpu needs)."""
-    amount = context.getConf().get("spark.task.resource.gpu.amount") if context is not None else None
-    return amount is not None and float(amount) >= 1
 
 
 def _interactive() -> bool:

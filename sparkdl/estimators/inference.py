@@ -11,8 +11,9 @@ with an error naming the column (null rows give null outputs).
 The network is built once per Python worker and device: a small cache
 keyed by the model's uid, weights token and device keeps it across batches,
 tasks and jobs. On a GPU (``sparkdl.training.devices``: the one Spark
-assigned to the task) each chunk is copied from pinned memory, run under the
-model's ``precision`` and copied back into Arrow.
+assigned to the task) each chunk is copied there, checked for NaN and
+infinity there, run under the model's ``precision`` and its outputs copied
+back in one wait, then into Arrow.
 
 Nothing here imports pyspark: the same functions score on a host without Spark.
 """
@@ -144,7 +145,7 @@ def forward(net, x: np.ndarray, task, thresholds: list[float] | None = None, pre
         inputs = devices.to_device(torch.from_numpy(x), device)
         # before the network: one that turns values into indices would fail on NaN with an error of its own
         if label is not None and not bool(torch.isfinite(inputs).all()):
-            raise InputError(f"{label}: expected finite values, found {int((~torch.isfinite(inputs)).sum())} NaN/infinite/null elements")
+            raise _not_finite(label, int((~torch.isfinite(inputs)).sum()))
         with devices.autocast(precision, device):
             outputs = task.outputs(net, inputs, thresholds)
         on_gpu = device.type == "cuda"
@@ -206,8 +207,12 @@ def _finite(matrix: np.ndarray, label: str) -> np.ndarray:
         return matrix
     bad = matrix.size - np.count_nonzero(np.isfinite(matrix))  # or the sum overflowed: count exactly
     if bad:
-        raise InputError(f"{label}: expected finite values, found {bad} NaN/infinite/null elements")
+        raise _not_finite(label, bad)
     return matrix
+
+
+def _not_finite(label: str, bad: int) -> InputError:
+    return InputError(f"{label}: expected finite values, found {bad} NaN/infinite/null elements")
 
 
 def _vectors_to_matrix(column: pa.StructArray, width: int, valid: np.ndarray | None, label: str) -> np.ndarray:

@@ -181,8 +181,7 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
         device, precision = self.getDevice(), self.getPrecision()
         for name in ("device", "precision"):
             declarations(type(self))[name].check(name, self.getOrDefault(name))
-        context = spark_internals.active_context()
-        devices.check_on_driver(device, precision, context is not None and context.master.startswith("local"))
+        devices.check_on_driver(device, precision, spark_internals.local_master())
         return device, precision
 
     def _network_input(self, dataset: DataFrame) -> tuple[DataFrame, str]:

@@ -288,8 +288,7 @@ class BertEmbeddings(Transformer, _BertEmbeddingsParams, DefaultParamsReadable, 
                 raise ValueError(f"{name}: expected one of {list(allowed)}, found {self.getOrDefault(name)!r}")
         if not _DEVICE.match(self.getDevice()):
             raise ValueError(f"device: expected auto, cpu, cuda or cuda:N, found {self.getDevice()!r}")
-        context = spark_internals.active_context()
-        devices.check_on_driver(self.getDevice(), self.getPrecision(), context is not None and context.master.startswith("local"))
+        devices.check_on_driver(self.getDevice(), self.getPrecision(), spark_internals.local_master())
         if self.getBatchSize() <= 0:
             raise ValueError(f"batchSize: expected a value > 0, found {self.getBatchSize()}")
         text_type = column_type(dataset, self.getInputCol(), "inputCol")

@@ -70,8 +70,7 @@ class HorovodBackend:
         env = dict(os.environ)
         # Horovod lays this environment over each rank's own: the GPUs of the rank's task must win.
         env.pop(devices.GPU_ADDRESSES_ENV, None)
-        context = spark_internals.active_context()
-        if context is not None and not context.master.startswith("local"):
+        if not spark_internals.local_master():
             env.pop("CUDA_VISIBLE_DEVICES", None)  # the driver's GPUs are not the executors'
         # A rank that dies must not leave the others waiting forever in a collective.
         env.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", str(COLLECTIVE_TIMEOUT_S))

@@ -30,6 +30,12 @@ def _train(reporter: reports.Reporter, spec: TrainSpec) -> dict[str, Any]:
         comm.close()
 
 
+def whole_gpus_per_task(context: Any) -> bool:
+    """Whether Spark gives each task at least one whole GPU: what TorchDistributor's ``use_gpu`` needs."""
+    amount = context.getConf().get("spark.task.resource.gpu.amount") if context is not None else None
+    return amount is not None and float(amount) >= 1
+
+
 class TorchDistributorBackend:
     """Spark's own ``TorchDistributor``: DistributedDataParallel over gloo (nccl on GPU).
 
@@ -48,8 +54,6 @@ class TorchDistributorBackend:
 
         from sparkdl import spark_internals
 
-        context = spark_internals.active_context()
-        amount = context.getConf().get("spark.task.resource.gpu.amount") if context is not None else None
-        use_gpu = spec.device != "cpu" and amount is not None and float(amount) >= 1  # TorchDistributor takes whole GPUs
+        use_gpu = spec.device != "cpu" and whole_gpus_per_task(spark_internals.active_context())
         distributor = TorchDistributor(num_processes=self.numProc, local_mode=False, use_gpu=use_gpu)
         return from_plain(distributor.run(_rank_main, spec, use_gpu))
