@@ -1,3 +1,11 @@
+"""The Horovod backend: ``horovod.spark.run``, one rank per Spark task.
+
+A rank runs with its executor's environment; from the driver's it gets only
+the allow-listed variables of ``environment`` (``HOROVOD_*``, ``NCCL_*``,
+``OMP_*``, ``SPARKDL_*``, ..., and what the Spark conf
+``spark.sparkdl.rankEnv`` names).
+"""
+
 from __future__ import annotations
 
 import collections
@@ -8,8 +16,8 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from sparkdl import spark_internals
-from sparkdl.training import devices, reports
-from sparkdl.training.backends import horovod_internals, warm
+from sparkdl.training import reports
+from sparkdl.training.backends import environment, horovod_internals, warm
 from sparkdl.training.backends.result import finish_rank, from_plain, to_plain
 from sparkdl.training.spec import TrainSpec
 
@@ -67,11 +75,11 @@ class HorovodBackend:
     def run(self, spec: TrainSpec) -> "TrainResult":
         import horovod.spark
 
-        env = dict(os.environ)
-        # Horovod lays this environment over each rank's own: the GPUs of the rank's task must win.
-        env.pop(devices.GPU_ADDRESSES_ENV, None)
-        if not spark_internals.local_master():
-            env.pop("CUDA_VISIBLE_DEVICES", None)  # the driver's GPUs are not the executors'
+        # Horovod lays this over the environment of each rank's Spark task (its executor's).
+        env = environment.rank_env()
+        env.pop(WARM_SERVER_ENV, None)  # set below for this fit only
+        if spark_internals.local_master() and "CUDA_VISIBLE_DEVICES" in os.environ:
+            env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]  # local mode: the driver's GPUs are the executors'
         # A rank that dies must not leave the others waiting forever in a collective.
         env.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", str(COLLECTIVE_TIMEOUT_S))
         env.setdefault("HOROVOD_CYCLE_TIME", str(CYCLE_TIME_MS))

@@ -1,9 +1,16 @@
+"""The TorchDistributor backend: Spark's own ``TorchDistributor`` starts the ranks in barrier tasks.
+
+A rank runs with its executor's environment; from the driver's it gets only
+the allow-listed variables of ``environment``, as with Horovod.
+"""
+
 from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING, Any
 
 from sparkdl.training import devices, reports
+from sparkdl.training.backends import environment
 from sparkdl.training.backends.result import finish_rank, from_plain, to_plain
 from sparkdl.training.spec import TrainSpec
 
@@ -11,7 +18,10 @@ if TYPE_CHECKING:
     from sparkdl.training.loop import TrainResult
 
 
-def _rank_main(spec: TrainSpec, use_gpu: bool) -> dict[str, Any]:
+def _rank_main(spec: TrainSpec, use_gpu: bool, driver_env: dict[str, str]) -> dict[str, Any]:
+    # TorchDistributor starts a rank with its task's environment only. Set before torch loads
+    # here (nothing imported it yet), so that OMP_* and MKL_* take effect as in a Horovod rank.
+    os.environ.update(driver_env)
     visible = [v for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
     if use_gpu and visible:
         # TorchDistributor shows a task's processes the GPUs Spark assigned it, by address; one each, by local rank.
@@ -56,4 +66,4 @@ class TorchDistributorBackend:
 
         use_gpu = spec.device != "cpu" and whole_gpus_per_task(spark_internals.active_context())
         distributor = TorchDistributor(num_processes=self.numProc, local_mode=False, use_gpu=use_gpu)
-        return from_plain(distributor.run(_rank_main, spec, use_gpu))
+        return from_plain(distributor.run(_rank_main, spec, use_gpu, environment.rank_env()))
