@@ -21,6 +21,15 @@ or when the executor's Python daemon exits. ``SPARKDL_WARM_RANKS=0`` turns
 the whole mechanism off: each rank then imports torch itself. Linux only
 (abstract Unix sockets); elsewhere ranks always import for themselves.
 
+The socket's name is predictable, and any local user can bind a free
+abstract name, so each end checks the other's uid (``SO_PEERCRED``) before
+it sends or reads anything. The server closes a connection from another
+user at once, sending nothing. A rank that finds the name held by another
+user sends nothing to it, reads nothing from it, and trains in its own
+process; ``start_server`` then starts no server (it could not bind the
+name) and logs a warning. Another user can thus only make ranks import
+torch themselves; it never receives a rank's spec or runs code in it.
+
 >>> name = server_name(dict(os.environ), sys.executable, "app-1")
 >>> start_server(name, sys.executable, dict(os.environ))   # in the Spark task
 >>> call(name, fn, arg)                                    # in the rank process
@@ -31,6 +40,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import importlib
+import logging
 import os
 import pickle
 import select
@@ -60,6 +70,8 @@ PRELOAD = (
 # made with other values would not behave like a fresh rank.
 LOAD_TIME_ENV_PREFIXES = ("OMP_", "KMP_", "GOMP_", "MKL_", "OPENBLAS_", "LD_", "PYTHON", "TORCH", "PYTORCH_", "CUDA_")
 POLL_S = 2.0
+
+logger = logging.getLogger(__name__)
 
 
 class Unavailable(Exception):
@@ -92,6 +104,9 @@ def start_server(name: str, executable: str, env: Mapping[str, str]) -> None:
     try:
         with _connect(name):
             return  # a server is there (the probe's empty request is ignored)
+    except Unavailable as err:
+        logger.warning("%s; ranks import torch themselves", err)
+        return  # a server started now could not bind the name
     except OSError:
         pass
     try:
@@ -144,9 +159,12 @@ def serve(name: str, watched_pid: int, idle_s: float, preload: Sequence[str] = P
                 return
             continue
         connection, _ = listener.accept()
+        if _peer_uid(connection) != os.getuid():
+            connection.close()  # another user's process gets nothing, not even a reason
+            continue
         last_request = time.monotonic()
-        if not _same_user(connection) or broken:
-            _try_send(connection, ("unavailable", broken or "another user"))
+        if broken:
+            _try_send(connection, ("unavailable", broken))
             connection.close()
             continue
         if os.fork() == 0:
@@ -219,7 +237,7 @@ def call(name: str, fn: Callable[..., Any], *args: Any, ready_timeout_s: float =
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        connection = _connect(name)
+        connection = _connect(name)  # raises Unavailable if another user holds the name
     except OSError as err:
         raise Unavailable(f"no warm process server {name}") from err
     with connection:
@@ -248,12 +266,17 @@ def call(name: str, fn: Callable[..., Any], *args: Any, ready_timeout_s: float =
 
 # -- plumbing ---------------------------------------------------------------------------
 def _connect(name: str) -> socket.socket:
+    """A connection to ``name``: ``OSError`` if nobody listens, ``Unavailable`` if another user does."""
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         connection.connect("\0" + name)
     except OSError:
         connection.close()
         raise
+    uid = _peer_uid(connection)
+    if uid != os.getuid():
+        connection.close()
+        raise Unavailable(f"warm process server {name} is held by uid {uid}, not by this user (uid {os.getuid()})")
     return connection
 
 
@@ -285,10 +308,14 @@ def _exactly(connection: socket.socket, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def _same_user(connection: socket.socket) -> bool:
-    credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+def _peer_uid(connection: socket.socket) -> int | None:
+    """The uid of the process at the other end (the listener's, for a connecting client); None if unknown."""
+    try:
+        credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
     _, uid, _ = struct.unpack("3i", credentials)
-    return uid == os.getuid()
+    return uid
 
 
 def _alive(pid: int) -> bool:
