@@ -22,6 +22,7 @@ from sparkdl.estimators import inference
 from sparkdl.estimators.params import TorchParams, declarations, stage
 from sparkdl.estimators.persistence import (
     HISTORY,
+    WEIGHTS,
     SavedWithoutPickle,
     load_factory,
     load_weights,
@@ -33,6 +34,43 @@ from sparkdl.estimators.persistence import (
 )
 from sparkdl.training.spec import TrainSpec
 from sparkdl.training.tasks import Task, get_task
+
+
+# Buffers a network computes itself (a transformer's position table) may hold as many elements as its
+# saved weights, or this many, whichever is more.
+DERIVED_ELEMENTS_FLOOR = 1 << 24
+
+
+def _check_fits(path: str, architecture: dict[str, Any], saved: dict[str, tuple[int, ...]]) -> None:
+    """Refuse an architecture whose network would not hold exactly the saved tensors, before any of it is
+    allocated: the metadata has no checksum, so its architectureParams may ask for any size."""
+    from sparkdl.nn.registry import TooManyRegistrations, meta_state
+
+    try:
+        planned, derived = meta_state(lambda: inference.load_network(architecture, None, "meta"), 16 * len(saved) + 256)
+    except TooManyRegistrations as err:
+        raise ValueError(f"path {path!r}: the weights do not match the stored architecture ({err} "
+                         f"for the {len(saved)} tensors in {WEIGHTS})") from None
+    except (RuntimeError, ValueError, TypeError, NotImplementedError) as err:
+        if isinstance(architecture["architecture"], bytes):
+            return  # a trusted factory (allowPickle) that cannot be built on the meta device: the full build checks it
+        raise ValueError(f"path {path!r}: the weights do not match the stored architecture ({err})") from None
+    for name, shape in planned.items():
+        if name not in saved:
+            problem = f"{WEIGHTS} lacks {name!r} of shape {list(shape)}"
+        elif saved[name] != shape:
+            problem = f"{WEIGHTS} holds {name!r} of shape {list(saved[name])}, the architecture makes {list(shape)}"
+        else:
+            continue
+        raise ValueError(f"path {path!r}: the weights do not match the stored architecture ({problem})")
+    extra = sorted(set(saved) - set(planned))
+    if extra:
+        raise ValueError(f"path {path!r}: the weights do not match the stored architecture "
+                         f"({WEIGHTS} holds {extra[0]!r}, which the architecture does not make)")
+    elements = sum(math.prod(shape) for shape in saved.values())
+    if derived > max(elements, DERIVED_ELEMENTS_FLOOR):
+        raise ValueError(f"path {path!r}: the stored architecture would compute {derived:,} elements of buffers "
+                         f"for {elements:,} saved weights; expected at most {max(elements, DERIVED_ELEMENTS_FLOOR):,}")
 
 
 @stage
@@ -141,7 +179,8 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
             "outputSize": info["outputSize"],
             "task": info["task"],
         }
-        model.weights = load_weights(path, info["weightsSha256"])
+        model.weights = load_weights(path, info["weightsSha256"],
+                                     lambda shapes: _check_fits(path, model.architectureSpec, shapes))
         model.bestEpoch = info.get("bestEpoch")
         model.restarts = info.get("restarts", [])
         model.rankDevices = info.get("rankDevices", [])

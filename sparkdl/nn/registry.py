@@ -7,11 +7,15 @@ weights, so a model is rebuilt from its files without running pickled code.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
-from typing import Any, Callable
+import threading
+from typing import Any, Callable, Iterator
 
+import torch
 import torch.nn as nn
+from torch.nn.modules import module as module_hooks
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -67,3 +71,47 @@ def check_kwargs(name: str, kwargs: dict[str, Any]) -> None:
 def build(name: str, **kwargs: Any) -> nn.Module:
     """Build the architecture ``name`` with ``kwargs``."""
     return get(name)(**kwargs)
+
+
+class TooManyRegistrations(ValueError):
+    """Construction registered more modules, parameters and buffers than allowed."""
+
+
+def meta_state(construct: Callable[[], nn.Module], max_registrations: int) -> tuple[dict[str, tuple[int, ...]], int]:
+    """Build ``construct()`` on the meta device, where tensors get shapes but no memory.
+
+    Returns the names and shapes of the network's state dict, and how many
+    elements its other buffers (tables it computes itself) would hold. A
+    ``TooManyRegistrations`` stops construction once it has registered more than
+    ``max_registrations`` modules, parameters and buffers: even without
+    memory for tensors, millions of layers would exhaust memory.
+    """
+    with torch.device("meta"), _registration_limit(max_registrations):
+        net = construct()
+    state = net.state_dict()
+    derived = sum(b.numel() for name, b in net.named_buffers() if name not in state)
+    return {name: tuple(t.shape) for name, t in state.items()}, derived
+
+
+@contextlib.contextmanager
+def _registration_limit(limit: int) -> Iterator[None]:
+    thread, count = threading.get_ident(), 0
+
+    def counted(*_: Any) -> None:
+        nonlocal count
+        if threading.get_ident() != thread:  # the hooks are global; other threads build their own networks
+            return
+        count += 1
+        if count > limit:
+            raise TooManyRegistrations(f"the architecture registers more than {limit:,} modules, parameters and buffers")
+
+    handles = [
+        module_hooks.register_module_module_registration_hook(counted),
+        module_hooks.register_module_parameter_registration_hook(counted),
+        module_hooks.register_module_buffer_registration_hook(counted),
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
