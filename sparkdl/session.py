@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from typing import Mapping
 
 from pyspark.sql import SparkSession
@@ -28,8 +27,9 @@ def get_spark(
 
     An existing session (a notebook's ``spark``, a ``spark-submit`` job's) is
     returned as it is. A new one runs on ``master`` (``local[*]`` when none is
-    given and ``spark-submit`` set none), with Arrow enabled and a Parquet
-    cache directory for training data.
+    given and ``spark-submit`` set none), with Arrow enabled. Training data
+    goes where ``dataDir`` or ``spark.sparkdl.dataDir`` says, else to a
+    directory private to the user (see ``sparkdl.data.materialize``).
 
     >>> spark = get_spark("demo", master="local[2]")
     >>> spark.range(3).count()
@@ -47,7 +47,6 @@ def get_spark(
     elif "spark.master" not in _submitted_conf():
         builder = builder.master("local[*]")
     settings = dict(DEFAULT_CONF)
-    settings.setdefault("spark.sparkdl.dataDir", "file://" + os.path.join(tempfile.gettempdir(), "sparkdl-cache"))
     settings.update(conf or {})
     for key, value in settings.items():
         builder = builder.config(key, value)

@@ -170,9 +170,8 @@ def test_a_data_dir_pyarrow_cannot_open_is_refused_before_any_job(spark, monkeyp
     from sparkdl.estimators import TorchEstimator
 
     monkeypatch.setattr(TorchEstimator, "_materialize", lambda *a: pytest.fail("data written"))
-    with pytest.raises(ValueError, match=r"dataDir: expected a path or a URL that pyarrow opens .* found 'nosuch://\*\*\*@x/y'") as error:
-        MLPClassifier(dataDir="nosuch://key:secret@x/y", backend="local").fit(_frame(spark, 10))
-    assert "secret" not in str(error.value)
+    with pytest.raises(ValueError, match=r"dataDir: expected a path or a URL that pyarrow opens .* found 'nosuch://x/y'"):
+        MLPClassifier(dataDir="nosuch://x/y", backend="local").fit(_frame(spark, 10))
 
 
 def _free_port() -> int:
@@ -182,23 +181,32 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def s3_dir():
-    """A bucket on an S3-compatible server (moto) on 127.0.0.1, as a dataDir URL; stopped after the module."""
+def s3_dir(spark):
+    """A bucket on an S3-compatible server (moto) on 127.0.0.1, as a dataDir URL; stopped after the module.
+
+    The credentials come from the environment, of the driver and of Spark's Python workers, as on a real cluster.
+    """
     from moto.server import ThreadedMotoServer
     import pyarrow.fs as pafs
 
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    credentials = {"AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_EC2_METADATA_DISABLED": "true"}
+    workers = spark.sparkContext.environment
     try:
-        options = f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1&allow_bucket_creation=true"
-        url = f"s3://key:secret@sparkdl-test/fits?{options}"
-        fs, _ = pafs.FileSystem.from_uri(url)
-        fs.create_dir("sparkdl-test")
-        fs.create_dir("sparkdl-test/fits/keep")
-        with fs.open_output_stream("sparkdl-test/fits/keep/mine.txt") as out:
-            out.write(b"the user's own object")
-        yield url, fs
+        with pytest.MonkeyPatch.context() as env:
+            for name, value in credentials.items():
+                env.setenv(name, value)
+                env.setitem(workers, name, value)
+            options = f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1&allow_bucket_creation=true"
+            url = f"s3://sparkdl-test/fits?{options}"
+            fs, _ = pafs.FileSystem.from_uri(url)
+            fs.create_dir("sparkdl-test")
+            fs.create_dir("sparkdl-test/fits/keep")
+            with fs.open_output_stream("sparkdl-test/fits/keep/mine.txt") as out:
+                out.write(b"the user's own object")
+            yield url, fs
     finally:
         server.stop()
 

@@ -18,6 +18,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import posixpath
+import re
+import stat
+import tempfile
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -27,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sparkdl.data.filesystems import join, normalize, open_filesystem
+from sparkdl.data.filesystems import check_url, join, normalize, open_filesystem, redacted, scheme
 
 FEATURES, LABEL, IS_VALIDATION = "x", "y", "v"
 # Where training data goes when ``dataDir`` is None: the first of these Spark confs that
@@ -37,6 +41,8 @@ DATA_DIR_CONFS = ("spark.sparkdl.dataDir", "petastorm.spark.converter.parentCach
 ROW_GROUP_BYTES = 8 * 1024 * 1024
 MAX_GROUP_ROWS = 1 << 20
 WRITTEN_SCHEMA = "file string, rows array<bigint>, validationRows array<bigint>, rowBytes bigint"
+# The name of the directory a fit creates under the data directory, and the only one it deletes.
+FIT_DIRECTORY = re.compile(r"sparkdl-[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,7 @@ class DataFile:
 class ParquetData:
     """Where the materialised rows are and how they are laid out; small and picklable, it travels to every rank."""
 
-    root: str  # URL of the directory (any scheme ``sparkdl.data.filesystems`` accepts)
+    root: str  # the directory: an absolute path or a URI (any scheme ``sparkdl.data.filesystems`` accepts)
     files: tuple[DataFile, ...]  # in row order
     has_label: bool
     has_validation: bool
@@ -68,15 +74,49 @@ class ParquetData:
 
     @property
     def file_urls(self) -> tuple[str, ...]:
-        return tuple(join(self.root, f.name) for f in self.files)
+        """The files as URIs (``file://`` ones for local files), for readers that take only URIs."""
+        return tuple(normalize(join(self.root, f.name)) for f in self.files)
 
 
 def data_dir_url(spark, data_dir: str | None) -> str:
-    """The URL of the directory under which a fit writes its training data."""
-    import tempfile
+    """The directory under which a fit writes its training data, as an absolute path or a URI.
 
-    conf = next((spark.conf.get(k, None) for k in DATA_DIR_CONFS if spark.conf.get(k, None)), None)
-    return normalize(data_dir or conf or os.path.join(tempfile.gettempdir(), "sparkdl-cache"))
+    ``data_dir``, else the first of ``DATA_DIR_CONFS`` that is set, else a
+    directory private to this user (``private_data_dir``).
+    """
+    if data_dir is None:
+        name, data_dir = next(((k, spark.conf.get(k, None)) for k in DATA_DIR_CONFS if spark.conf.get(k, None)), (None, None))
+        if name is not None:
+            check_url(name, data_dir)
+    if data_dir is None:
+        local_dirs = spark.conf.get("spark.local.dir", None) or ""
+        data_dir = private_data_dir(local_dirs.split(",")[0].strip() or tempfile.gettempdir())
+    return data_dir if scheme(data_dir) else os.path.abspath(data_dir)  # the driver's working directory, not an executor's
+
+
+def private_data_dir(parent: str) -> str:
+    """``<parent>/sparkdl-<uid>``, created with mode 0700; one already there must be this user's own private directory.
+
+    Any user can create a directory in a shared temporary directory: one
+    found there is used only when it is a real directory (not a link), owned
+    by this user, with no permission for the group or others.
+    """
+    path = os.path.join(parent, f"sparkdl-{os.getuid()}")
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    found = os.lstat(path)
+    if not stat.S_ISDIR(found.st_mode):
+        why = "is a symbolic link" if stat.S_ISLNK(found.st_mode) else "is not a directory"
+    elif found.st_uid != os.getuid():
+        why = f"is owned by uid {found.st_uid}, not by this user (uid {os.getuid()})"
+    elif found.st_mode & 0o077:
+        why = f"has mode {stat.S_IMODE(found.st_mode):o}, which lets other users in (expected 700)"
+    else:
+        return path
+    raise PermissionError(f"dataDir: the default data directory {path} {why}, so another user could read or replace the "
+                          "training data; remove it, or set dataDir (or the Spark conf spark.sparkdl.dataDir) to a directory of your own")
 
 
 @contextlib.contextmanager
@@ -88,11 +128,11 @@ def materialize(df, featuresCol: str, labelCol: str | None = None, validation=No
     validation row) or a Spark Column. The files go to a new directory
     (``sparkdl-<random>``) under ``data_dir`` (default: the Spark conf
     ``spark.sparkdl.dataDir``, else ``petastorm.spark.converter.parentCacheDirUrl``,
-    else a temporary directory), one file per partition, written in one Spark
-    job; only that new directory is deleted when the block exits, also when it
-    exits with an error. Features (and array labels) are written as float32
-    arrays, a numeric label as float32, in row groups of about
-    ``row_group_bytes`` decoded bytes.
+    else a directory private to this user, ``private_data_dir``), one file per
+    partition, written in one Spark job; only that new directory is deleted
+    when the block exits, also when it exits with an error. Features (and
+    array labels) are written as float32 arrays, a numeric label as float32,
+    in row groups of about ``row_group_bytes`` decoded bytes.
     """
     from pyspark.sql import functions as F
 
@@ -105,7 +145,8 @@ def materialize(df, featuresCol: str, labelCol: str | None = None, validation=No
     if validation is not None:
         flag = F.col(validation) if isinstance(validation, str) else validation
         columns.append(flag.cast("boolean").alias(IS_VALIDATION))
-    root = join(data_dir_url(df.sparkSession, data_dir), f"sparkdl-{uuid.uuid4().hex}")
+    name = f"sparkdl-{uuid.uuid4().hex}"
+    root = join(data_dir_url(df.sparkSession, data_dir), name)
     fs, path = open_filesystem(root)
     try:
         written = df.select(*columns).mapInArrow(_partition_writer(root, row_group_bytes), WRITTEN_SCHEMA).collect()
@@ -118,7 +159,7 @@ def materialize(df, featuresCol: str, labelCol: str | None = None, validation=No
             rowBytes=max((r["rowBytes"] for r in files), default=0),
         )
     finally:
-        _delete(fs, path)
+        _delete(fs, path, name)
 
 
 def _partition_writer(root: str, group_bytes: int):
@@ -161,14 +202,22 @@ def _partition_writer(root: str, group_bytes: int):
     return write
 
 
-def _delete(fs, path: str) -> None:
-    """Delete the fit's directory; a failure to delete warns rather than hiding the fit's own outcome."""
+def is_fit_directory(path: str, name: str) -> bool:
+    """Whether ``path`` ends in ``name`` and ``name`` is a fit's own ``sparkdl-<32 hex digits>``: the only directory a fit deletes."""
+    return FIT_DIRECTORY.fullmatch(name) is not None and posixpath.basename(path.rstrip("/")) == name
+
+
+def _delete(fs, path: str, name: str) -> None:
+    """Delete the fit's directory ``name`` at ``path``; a refusal or a failure warns rather than hiding the fit's own outcome."""
+    if not is_fit_directory(path, name):
+        warnings.warn(f"sparkdl did not delete {redacted(path)}: it is not the directory {name} that the fit created", stacklevel=3)
+        return
     try:
         fs.delete_dir(path)
     except FileNotFoundError:  # the write failed before creating anything
         pass
     except OSError as err:
-        warnings.warn(f"sparkdl could not delete its training data at {path}: {err}", stacklevel=3)
+        warnings.warn(f"sparkdl could not delete its training data at {redacted(path)}: {redacted(str(err))}", stacklevel=3)
 
 
 def open_parquet(url: str) -> pq.ParquetFile:

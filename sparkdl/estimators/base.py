@@ -10,7 +10,6 @@ step hands its result to the next, and nothing is stored on the estimator. The m
 from __future__ import annotations
 
 import math
-import os
 import threading
 import uuid
 from dataclasses import dataclass, replace
@@ -23,7 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sparkdl import spark_internals
-from sparkdl.data.filesystems import join
+from sparkdl.data.filesystems import is_file, join
 from sparkdl.data.materialize import materialize, petastorm_error
 from sparkdl.data.schema import (
     ColumnCheck,
@@ -127,7 +126,7 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
             if len(weights) < 2 or not all(0 <= w < math.inf for w in weights) or not sum(weights) > 0:
                 raise ValueError(f"classWeights: expected at least 2 finite weights >= 0 with a positive sum, found {weights}")
         directory = self.getCheckpointDir()
-        if directory is not None and os.path.isfile(directory):
+        if directory is not None and is_file(directory):
             raise ValueError(f"checkpointDir: expected a directory, found the file {directory!r}")
         unfreeze = self.getUnfreezeAfterEpochs()
         if unfreeze is not None and (unfreeze <= 0 or not self.getFreeze()):

@@ -22,6 +22,7 @@ from pyspark.ml.param.shared import (
     HasRawPredictionCol,
 )
 
+from sparkdl.data.filesystems import check_location, location_converter
 from sparkdl.training.declared import (
     Declared,
     Interval,
@@ -53,15 +54,6 @@ def _check_thresholds(name: str, value: list[float] | None) -> None:
         raise ValueError(f"{name}: expected finite values >= 0 with at most one zero, found {value}")
 
 
-def _check_data_dir(name: str, value: str | None) -> None:
-    from sparkdl.data.filesystems import filesystem_error, redacted
-
-    error = None if value is None else filesystem_error(value)
-    if error is not None:
-        raise ValueError(f"{name}: expected a path or a URL that pyarrow opens (file, hdfs, s3, s3a, gs, abfs, abfss, dbfs), "
-                         f"found {redacted(value)!r} ({redacted(error)})")
-
-
 ESTIMATOR = (
     Declared("architecture", "registered architecture name, or a callable returning a torch.nn.Module", _to_architecture, "mlp"),
     Declared("architectureParams", "JSON-serialisable keyword arguments of the architecture", to_dict, {}),
@@ -79,7 +71,14 @@ ESTIMATOR = (
              "training data); an exception raised by the training code is never retried (0: fail at once)", to_int, 2, NON_NEGATIVE),
     Declared("restartTimeout", "seconds a restart waits for Spark to offer the ranks' task slots again before the fit fails (> 0)",
              to_float, 300.0, POSITIVE),
-    Declared("dataDir", "directory for the materialised training data, on any file system pyarrow opens: a path, file://, hdfs://, s3:// (or s3a://), gs://, abfs(s):// or dbfs:/; executors write there and every rank reads from there, so on a cluster it must be reachable from all of them; sparkdl deletes only what it writes there (None: the Spark conf spark.sparkdl.dataDir, else petastorm.spark.converter.parentCacheDirUrl, else a temporary directory)", optional(to_string), None, _check_data_dir),
+    Declared("dataDir", "directory for the materialised training data, on any file system pyarrow opens: a path (taken literally), "
+             "file://, hdfs://, s3:// (or s3a://), gs://, abfs(s):// or dbfs:/ (in a URI, '%' escapes are decoded, '?' starts pyarrow's "
+             "options and '#' is refused); no credentials in it, as it is saved with the model: they come from the environment "
+             "(AWS_ACCESS_KEY_ID ...) or the instance; executors write there and every rank reads from there, so on a cluster it must "
+             "be a file system all of them reach; a fit writes a new sparkdl-<32 hex digits> directory there and deletes only that "
+             "(None: the Spark conf spark.sparkdl.dataDir, else petastorm.spark.converter.parentCacheDirUrl, else "
+             "<spark.local.dir or the temporary directory>/sparkdl-<uid>, private to the user (mode 0700; refused if another user "
+             "owns it or may enter it), which serves local mode only)", location_converter("dataDir"), None, check_location),
     Declared("inferenceBatchSize", "rows per forward pass in transform (> 0)", to_int, 1024, POSITIVE),
     Declared("initFrom", "saved sparkdl model (path, or a list of paths) whose weights initialise the network wherever they fit; None: random initialisation", to_paths, None),
     Declared("initFromMatch", "how saved tensors are paired with the network's: 'name' (same name and shape) or 'order' (definition order, each source continuing where the last stopped, up to its first shape mismatch)", to_string, "name", Options(("name", "order"))),

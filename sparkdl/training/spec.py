@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import field, make_dataclass
 from typing import Any
 
+from sparkdl.data.filesystems import check_location, location_converter
 from sparkdl.training.declared import (
     Declared,
     Interval,
@@ -57,7 +58,8 @@ TRAINING = (
     Declared("gradientClipNorm", "clip the gradient's global L2 norm to this value (None: no clipping)", optional(to_float), None, POSITIVE_OR_NONE),
     Declared("earlyStoppingPatience", "stop after this many epochs without improvement of earlyStoppingMetric (None: never)", optional(to_int), None, POSITIVE_OR_NONE),
     Declared("earlyStoppingMetric", "validation metric that early stopping watches: val_loss, val_accuracy or val_rmse", to_string, "val_loss"),
-    Declared("checkpointDir", "directory for the checkpoint written after every epoch (None: no checkpoints)", optional(to_string), None),
+    Declared("checkpointDir", "directory for the checkpoint written after every epoch, a path or a URI as dataDir takes (None: no checkpoints)",
+             location_converter("checkpointDir"), None, check_location),
     Declared("resume", "continue from the last checkpoint in checkpointDir", to_bool, False),
     Declared("freeze", "parameter-name prefixes kept fixed during training, e.g. ['features.'] (empty: train everything)", to_string_list, []),
     Declared("unfreezeAfterEpochs", "train the frozen parameters too from this many epochs on (None: they stay frozen)", optional(to_int), None),
