@@ -74,6 +74,21 @@ def test_rank_env_reads_the_names_from_the_spark_conf(spark, monkeypatch):
     assert env["MY_SETTING"] == "x" and env["MYAPP_LEVEL"] == "debug" and "AWS_SECRET_ACCESS_KEY" not in env
 
 
+def test_a_malformed_rank_env_conf_fails_the_fit_before_any_data_is_written(spark, digits_df, monkeypatch):
+    from sparkdl.estimators import base
+
+    def no_cluster_work(*args, **kwargs):
+        raise AssertionError("the training data was materialised before the conf was checked")
+
+    monkeypatch.setattr(base, "materialize", no_cluster_work)
+    spark.conf.set(RANK_ENV_CONF, "MY_SETTING,bad-name")
+    try:
+        with pytest.raises(ValueError, match=r"spark\.sparkdl\.rankEnv: .*found 'bad-name'"):
+            TorchEstimator(inputShape=[64], numProc=2, backend="torch_distributor", epochs=1, verbose=0).fit(digits_df)
+    finally:
+        spark.conf.unset(RANK_ENV_CONF)
+
+
 @pytest.mark.parametrize("backend", ["horovod", "torch_distributor"])
 def test_a_rank_sees_its_executors_environment_and_only_the_allow_listed_driver_variables(spark, digits_df, tmp_path, backend):
     records = tmp_path / "records"

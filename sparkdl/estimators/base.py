@@ -131,6 +131,10 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
         unfreeze = self.getUnfreezeAfterEpochs()
         if unfreeze is not None and (unfreeze <= 0 or not self.getFreeze()):
             raise ValueError(f"unfreezeAfterEpochs: expected a value > 0 and a non-empty freeze, found {unfreeze!r} with freeze={self.getFreeze()}")
+        if self.getBackend() != "local":
+            from sparkdl.training.backends.environment import configured_names
+
+            configured_names()  # a malformed spark.sparkdl.rankEnv fails here, before any job
         if self.getResume() and not self.getCheckpointDir():
             raise ValueError("resume: expected checkpointDir to be set, found None")
         validating = self.getValidationCol() is not None or self.getValidationFraction() > 0
