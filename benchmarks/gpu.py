@@ -23,8 +23,12 @@ Workloads: the big MLP (64-1024x3-10) and LeNet (1x28x28), each in fp32
 and bf16. Targets: sparkdl at least 0.9x plain PyTorch samples/s for
 training and for inference; bf16 at least 1.5x fp32 for the big MLP's training.
 
-    python benchmarks/gpu.py                      # on a GPU host
+    python benchmarks/gpu.py                      # on a GPU host: benchmarks/results/gpu.json
     python benchmarks/gpu.py --device cpu --quick # a smoke test anywhere (no targets held)
+
+A smoke run (``--quick`` or ``--device cpu``) writes
+``benchmarks/results/gpu-quick.json`` unless ``--out`` says otherwise, so
+that it never replaces the full GPU figures.
 """
 
 from __future__ import annotations
@@ -41,10 +45,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BIG, LENET, Results, arguments, at_least, classification_data, plain_network  # noqa: E402
+from common import BIG, LENET, RESULTS, Results, arguments, at_least, classification_data, plain_network  # noqa: E402
 
 PRECISIONS = ("32", "bf16-mixed")
 TRAIN_TARGET, INFERENCE_TARGET, BF16_TARGET = 0.9, 0.9, 1.5
+SMOKE_OUT = RESULTS / "gpu-quick.json"
 
 
 def main() -> None:
@@ -98,7 +103,8 @@ def main() -> None:
                   lambda: bert_forward(work, bert, device, precision), ours="sparkdl_texts_per_s", theirs="plain_texts_per_s")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    results.finish(args.out)
+    smoke = quick or not held
+    results.finish(args.out or (str(SMOKE_OUT) if smoke else None))
 
 
 # -- data ------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def main() -> int:
         began = time.perf_counter()
         code = subprocess.call(command, cwd=ROOT, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         seconds[name] = round(time.perf_counter() - began, 1)
-        path = RESULTS / f"{name}.json"
+        path = RESULTS / ("gpu-quick.json" if name == "gpu" and args.quick else f"{name}.json")  # a quick GPU run leaves gpu.json alone
         if code != 0 or not path.exists():
             failed.append(name)
             figures.append({"benchmark": name, **figure(f"{name}: failed (exit code {code})", None, "")})

@@ -2,12 +2,14 @@
 
 - ``active_context``: the driver's SparkContext, None under Spark Connect;
   ``local_master``: whether it runs in local mode.
-- ``task_slots`` and ``executor_removal`` go through py4j to
-  ``SparkContext`` members that are ``private[spark]`` in Scala (public in
-  the bytecode), present in Spark 3.5 and 4.x: ``maxNumConcurrentTasks``
-  (the task slots the cluster offers now) and ``statusStore`` (why an
-  executor was removed, as the UI shows it). Each returns None when the
-  member is not there, and callers then do without.
+- ``task_slots``, ``executor_states`` and ``executor_removal`` go through
+  py4j to ``SparkContext`` members that are ``private[spark]`` in Scala
+  (public in the bytecode), present in Spark 3.5 and 4.x:
+  ``maxNumConcurrentTasks`` (the task slots the cluster offers now) and
+  ``statusStore`` (the executors, and why one was removed, as the UI shows
+  it). Each returns None when the member is not there (py4j: "does not
+  exist") or the context has no JVM (stopped, or a stand-in without one), and
+  callers then do without; an error the member itself throws is raised.
 - ``executor_identity``: which executor a Python process on an executor
   runs under, from the executor JVM's command line.
 """
@@ -16,7 +18,11 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, Callable, TypeVar
+
+from py4j.protocol import Py4JError, Py4JJavaError
+
+T = TypeVar("T")
 
 
 def active_context() -> Any:
@@ -34,29 +40,56 @@ def local_master() -> bool:
 
 def task_slots(context: Any) -> int | None:
     """How many tasks of the default resource profile can run at once now."""
-    try:
-        jsc = context._jsc.sc()
+
+    def read(jsc: Any) -> int:
         return int(jsc.maxNumConcurrentTasks(jsc.resourceProfileManager().defaultResourceProfile()))
-    except Exception:  # noqa: BLE001 - a py4j error of any kind: the member is not there
-        return None
+
+    return _where_present(context, read)
+
+
+def executor_states(context: Any) -> dict[str, str | None] | None:
+    """Every executor Spark's status store knows, by id: None while it is active, else why it was removed."""
+
+    def read(jsc: Any) -> dict[str, str | None]:
+        executors = jsc.statusStore().executorList(False)
+        states: dict[str, str | None] = {}
+        for i in range(executors.size()):
+            summary = executors.apply(i)
+            if summary.isActive():
+                states[summary.id()] = None
+            else:
+                reason = summary.removeReason()
+                states[summary.id()] = str(reason.get()) if reason.isDefined() else "removed"
+        return states
+
+    return _where_present(context, read)
 
 
 def executor_removal(context: Any, executor: str, wait_s: float = 3.0) -> str | None:
     """Why Spark removed ``executor`` (e.g. "Command exited with code 137"), once its listener has it."""
     deadline = time.monotonic() + wait_s
     while True:
-        try:
-            executors = context._jsc.sc().statusStore().executorList(False)
-            for i in range(executors.size()):
-                summary = executors.apply(i)
-                if summary.id() == executor and not summary.isActive():
-                    reason = summary.removeReason()
-                    return str(reason.get()) if reason.isDefined() else "removed"
-        except Exception:  # noqa: BLE001 - as above
+        states = executor_states(context)
+        if states is None:
             return None
+        if (reason := states.get(executor)) is not None:
+            return reason
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.2)
+
+
+def _where_present(context: Any, read: Callable[[Any], T]) -> T | None:
+    """``read`` of the context's Scala SparkContext, or None where it or a member ``read`` calls is not there."""
+    jsc = getattr(context, "_jsc", None)  # None once stopped
+    if jsc is None:
+        return None
+    try:
+        return read(jsc.sc())
+    except Py4JJavaError:
+        raise  # the member is there and failed
+    except Py4JError:  # "Method ... does not exist", or the JVM is gone
+        return None
 
 
 def executor_identity() -> tuple[str | None, str | None]:

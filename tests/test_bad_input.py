@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -89,9 +90,9 @@ def _with_subclasses(cls):
 @pytest.fixture(autouse=True)
 def no_training(monkeypatch):
     """Any bad input must be caught before data is materialised or a backend starts."""
-    from pyspark.sql.readwriter import DataFrameWriter
-
     from sparkdl.training.backends import BACKENDS
+
+    writing = importlib.import_module("sparkdl.data.materialize")  # the module; ``sparkdl.data.materialize`` is its function
 
     def forbidden(*args, **kwargs):
         raise AssertionError("training started despite bad input")
@@ -99,8 +100,9 @@ def no_training(monkeypatch):
     for estimator in _with_subclasses(TorchEstimator):
         if "_materialize" in vars(estimator):
             monkeypatch.setattr(estimator, "_materialize", forbidden)
-    # Below the estimators: the Parquet write of the training data, and every backend.
-    monkeypatch.setattr(DataFrameWriter, "parquet", forbidden)
+    # Below the estimators: the Spark job that writes the training data (every caller of
+    # ``materialize`` builds its task function first), and every backend.
+    monkeypatch.setattr(writing, "_partition_writer", forbidden)
     for backend in filter(None, BACKENDS.values()):
         monkeypatch.setattr(backend, "run", forbidden)
 
