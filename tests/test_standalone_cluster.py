@@ -104,7 +104,8 @@ def test_fit_with_two_horovod_ranks_and_transform_on_a_standalone_cluster(cluste
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["master"] == cluster
     assert len(figures["rankDigests"]) == 2 and len(set(figures["rankDigests"])) == 1
-    assert figures["epochs"] == 4 and figures["accuracy"] > 0.8
+    # Logistic regression on this split: 0.965; this fit, seeds 0-2: 0.974-0.983.
+    assert figures["epochs"] == 10 and figures["accuracy"] >= 0.93
 
 
 @pytest.mark.timeout(420)
@@ -113,11 +114,12 @@ def test_spark_submit_runs_a_pipeline_on_the_standalone_cluster(cluster, tmp_pat
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     command = [str(Path(sys.executable).parent / "spark-submit"), "--master", cluster, "--total-executor-cores", "2",
                "pipelines/digits_mlp.py", "--conf", "conf/digits_mlp.yaml", f"output={output}",
-               "model.epochs=5", "model.earlyStoppingPatience=null", "model.hiddenLayers=[32]"]
+               "model.epochs=20", "model.learningRate=0.003", "model.earlyStoppingPatience=null", "model.hiddenLayers=[32]"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=HERE.parent, env=env, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((output / "metrics.json").read_text())
-    assert metrics["epochs_run"] == 5 and metrics["test_accuracy"] > 0.8
+    # Logistic regression on this split: 0.947; this pipeline, seeds 0-2 and 7: 0.958-0.963.
+    assert metrics["epochs_run"] == 20 and metrics["test_accuracy"] >= 0.9
     assert any(p.name.startswith("app-") for p in (tmp_path / "work").iterdir())  # its executors ran on the worker
 
 
@@ -167,13 +169,13 @@ def test_an_executor_killed_mid_fit_is_replaced_and_the_fit_finishes_as_if_unint
     resumed_after = int(match.group(1))  # 3, or later if an epoch ended between the line and the kill
     assert 3 <= resumed_after < epochs
     assert figures["history"] == list(range(1, epochs + 1)) and figures["epochsRun"] == list(range(1, epochs + 1))
+    assert figures["differentWeights"] == [], figures["differentWeights"]  # every tensor bit for bit
     assert abs(figures["restartedAccuracy"] - figures["uninterruptedAccuracy"]) <= 0.01
     (restart,) = figures["restarts"]
     assert restart["resumedAfterEpoch"] == resumed_after and restart["firstEpoch"] == resumed_after + 1
     print("\n".join(after))  # visible with pytest -s
     report("restart: kill -> first step of the restarted ranks (s)", restart["firstStepAt"] - killed_at)
     report("restart: fit with a killed executor / uninterrupted fit (time)", figures["restartedSeconds"] / figures["uninterruptedSeconds"])
-    report("restart: same weights as the uninterrupted fit", figures["sameWeights"])
 
 
 @pytest.mark.timeout(600)

@@ -18,7 +18,7 @@ spark = get_spark("sparkdl-cluster-test", master=sys.argv[1], conf={
 spark.sparkContext.setLogLevel("ERROR")
 data = digits(spark).selectExpr("transform(features, v -> v / 16.0) AS features", "label")
 train, test = data.randomSplit([0.8, 0.2], seed=1)
-model = MLPClassifier(hiddenLayers=[32], epochs=4, learningRate=0.01, numProc=2, verbose=0).fit(train)
+model = MLPClassifier(hiddenLayers=[32], epochs=10, learningRate=0.01, numProc=2, verbose=0).fit(train)
 accuracy = MulticlassClassificationEvaluator(metricName="accuracy").evaluate(model.transform(test))
 print(json.dumps({
     "master": spark.sparkContext.master,
