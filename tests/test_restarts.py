@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from sparkdl.estimators import MLPClassifier, TorchModel
+from sparkdl.training.collective import CollectiveError
 from sparkdl.training.loop import load_checkpoint
 from sparkdl.training.reports import RankReport, ReportAddress, Reporter, ReportServer, format_epoch, is_collective_error
 from sparkdl.training.restarts import RanksLost, _signal_of, _wait_for_slots, lost_ranks, training_error
@@ -74,10 +75,10 @@ def test_a_rank_whose_connection_closes_without_an_end_is_lost_and_an_error_is_k
     with ReportServer("127.0.0.1", verbose=0) as server:
         Reporter(server.address(3), rank=0).close()  # like a process killed mid-fit
         survivor = Reporter(server.address(3), rank=1)
-        survivor.end(RuntimeError("Horovod has been shut down. This was caused by an exception on one of the ranks"))
+        survivor.end(CollectiveError("horovod allreduce failed: HorovodInternalError: Horovod has been shut down"))
         ranks = server.ranks_of(3, expected=2)
     assert [r.lost for r in ranks] == [True, False]
-    assert ranks[1].error == {"type": "RuntimeError", "message": ranks[1].error["message"], "collective": True}
+    assert ranks[1].error == {"type": "CollectiveError", "message": ranks[1].error["message"], "collective": True}
 
 
 def test_a_connection_that_does_not_know_the_secret_is_refused():
@@ -170,11 +171,15 @@ def test_checkpoints_are_written_and_read_on_paths_with_any_characters(tmp_path)
 
 
 def test_collective_failures_are_told_from_errors_of_the_training_code():
-    class HorovodInternalError(RuntimeError):
+    from horovod.common.exceptions import HorovodInternalError
+
+    class NamedLikeIt(RuntimeError):  # a type is known by its identity, not its name
         pass
 
+    NamedLikeIt.__name__ = "HorovodInternalError"
     assert is_collective_error(HorovodInternalError("anything"))
-    assert is_collective_error(RuntimeError("[../gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:1"))
+    assert is_collective_error(CollectiveError("torch.distributed all_reduce failed: RuntimeError: Connection closed by peer"))
+    assert not is_collective_error(NamedLikeIt("anything"))
     assert not is_collective_error(ValueError("labelCol: expected class labels"))
     assert not is_collective_error(RuntimeError("injected failure at epoch 3 on rank 1"))
 

@@ -2,18 +2,42 @@
 
 The loop calls only these: ``rank``, ``size``, ``local_rank``,
 ``local_size``, ``use_device``, ``allreduce_sum``, ``gather``,
-``broadcast_state``, ``wrap``, ``set_trainable`` and ``step``. It never
-imports Horovod or torch.distributed itself.
+``broadcast_state``, ``wrap``, ``set_trainable``, ``backward`` and
+``step``. It never imports Horovod or torch.distributed itself.
+
+An exception raised inside a collective operation is raised again as a
+``CollectiveError`` (the original is its ``__cause__``): the driver takes it,
+like the libraries' own error types, for the consequence of another rank's
+loss or error, never for a cause of its own (see
+``sparkdl.training.reports.is_collective_error``). What the loop does
+outside these operations (loading data, the model's forward) keeps its type.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+
+
+class CollectiveError(RuntimeError):
+    """A collective operation failed, most often because another rank went away or failed."""
+
+
+@contextlib.contextmanager
+def collective_call(operation: str) -> Iterator[None]:
+    """Raise any exception from inside the block as a ``CollectiveError`` naming ``operation``."""
+    try:
+        yield
+    except CollectiveError:
+        raise
+    except Exception as err:
+        raise CollectiveError(f"{operation} failed: {type(err).__name__}: {err}") from err
 
 
 def horovod_gpu_error() -> str | None:
@@ -58,6 +82,10 @@ class LocalCollective:
     def average_buffers(self, model: nn.Module) -> None:
         pass
 
+    def backward(self, loss: torch.Tensor) -> None:
+        """Compute the gradients of ``loss`` (and, where the runtime hooks it there, start their reduction)."""
+        loss.backward()
+
     def set_trainable(self, model: nn.Module, network: nn.Module, frozen: set[str]) -> nn.Module:
         """Freeze the parameters named in ``frozen``, train all others; returns the network to call."""
         for name, parameter in model.named_parameters():
@@ -79,7 +107,8 @@ class HorovodCollective(LocalCollective):
     def __init__(self) -> None:
         import horovod.torch as hvd
 
-        hvd.init()
+        with collective_call("horovod init"):
+            hvd.init()
         self.hvd = hvd
         self.rank, self.size, self.local_rank, self.local_size = hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size()
         self.resumed = False
@@ -88,20 +117,24 @@ class HorovodCollective(LocalCollective):
         return horovod_gpu_error()
 
     def gather(self, value):
-        return self.hvd.allgather_object(value, name="sparkdl.gather")
+        with collective_call("horovod allgather"):
+            return self.hvd.allgather_object(value, name="sparkdl.gather")
 
     def allreduce_sum(self, values: np.ndarray) -> np.ndarray:
         tensor = torch.as_tensor(np.asarray(values, dtype=np.float64))
-        return self.hvd.allreduce(tensor, op=self.hvd.Sum, name="sparkdl.metrics").numpy()
+        with collective_call("horovod allreduce"):
+            return self.hvd.allreduce(tensor, op=self.hvd.Sum, name="sparkdl.metrics").numpy()
 
     def broadcast_state(self, model, optimizer) -> None:
         # Horovod creates a fresh optimizer's state with one zero-gradient step, which
         # weight decay turns into a real update: the weights are put back after it.
         weights = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
         self.resumed = bool(optimizer.state)  # loaded from a checkpoint, not made by that step
-        self.hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+        with collective_call("horovod broadcast of the optimizer state"):
+            self.hvd.broadcast_optimizer_state(optimizer, root_rank=0)
         model.load_state_dict(weights)
-        self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        with collective_call("horovod broadcast of the parameters"):
+            self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
 
     def wrap(self, model, optimizer):
         # DistributedOptimizer is a new optimizer over the same parameter groups, with an
@@ -114,10 +147,15 @@ class HorovodCollective(LocalCollective):
     def average_buffers(self, model) -> None:
         for name, buffer in model.named_buffers():
             if buffer.is_floating_point():
-                buffer.copy_(self.hvd.allreduce(buffer, op=self.hvd.Average, name=f"sparkdl.buffer.{name}"))
+                with collective_call("horovod allreduce of the buffers"):
+                    buffer.copy_(self.hvd.allreduce(buffer, op=self.hvd.Average, name=f"sparkdl.buffer.{name}"))
+
+    # backward: DistributedOptimizer's hooks start the gradients' allreduce there, and raise
+    # HorovodInternalError (a type is_collective_error knows) when Horovod has shut down.
 
     def step(self, optimizer, model, clip_norm, scaler) -> None:
-        optimizer.synchronize()
+        with collective_call("horovod gradient allreduce"):
+            optimizer.synchronize()
         # Horovod allreduces a zero gradient for frozen parameters; dropping it keeps
         # them bit-identical (weight decay would otherwise still move them).
         for parameter in model.parameters():
@@ -138,7 +176,8 @@ class TorchDistributedCollective(LocalCollective):
         import torch.distributed as dist
 
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if device != "cpu" and torch.cuda.is_available() else "gloo")
+            with collective_call("torch.distributed init_process_group"):
+                dist.init_process_group("nccl" if device != "cpu" and torch.cuda.is_available() else "gloo")
         self.dist = dist
         self.rank, self.size = dist.get_rank(), dist.get_world_size()
         self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
@@ -151,19 +190,22 @@ class TorchDistributedCollective(LocalCollective):
 
     def gather(self, value):
         values = [None] * self.size
-        self.dist.all_gather_object(values, value)
+        with collective_call("torch.distributed all_gather_object"):
+            self.dist.all_gather_object(values, value)
         return values
 
     def allreduce_sum(self, values: np.ndarray) -> np.ndarray:
         tensor = torch.as_tensor(np.asarray(values, dtype=np.float64)).clone().to(self.device)  # NCCL reduces GPU tensors only
-        self.dist.all_reduce(tensor, op=self.dist.ReduceOp.SUM)
+        with collective_call("torch.distributed all_reduce"):
+            self.dist.all_reduce(tensor, op=self.dist.ReduceOp.SUM)
         return tensor.cpu().numpy()
 
     def broadcast_state(self, model, optimizer) -> None:
-        for tensor in model.state_dict().values():
-            self.dist.broadcast(tensor, src=0)
         state = [optimizer.state_dict()]
-        self.dist.broadcast_object_list(state, src=0)
+        with collective_call("torch.distributed broadcast of the model and optimizer state"):
+            for tensor in model.state_dict().values():
+                self.dist.broadcast(tensor, src=0)
+            self.dist.broadcast_object_list(state, src=0)
         optimizer.load_state_dict(state[0])
 
     def wrap(self, model, optimizer):
@@ -175,15 +217,39 @@ class TorchDistributedCollective(LocalCollective):
         return self._ddp(model)
 
     def _ddp(self, model):
-        from torch.nn.parallel import DistributedDataParallel
-
-        return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        with collective_call("DistributedDataParallel setup"):  # it checks and broadcasts the parameters
+            return _DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
     def average_buffers(self, model) -> None:
         for buffer in model.buffers():
             if buffer.is_floating_point():
-                self.dist.all_reduce(buffer, op=self.dist.ReduceOp.SUM)
+                with collective_call("torch.distributed all_reduce of the buffers"):
+                    self.dist.all_reduce(buffer, op=self.dist.ReduceOp.SUM)
                 buffer.div_(self.size)
+
+    def backward(self, loss) -> None:
+        # DDP's allreduce runs inside backward, besides the model's own gradient code. A c10d
+        # backend's failure arrives as a bare RuntimeError (gloo's transport errors) or as a
+        # DistError (NCCL); an OutOfMemoryError or the model's own exception keeps its type.
+        try:
+            loss.backward()
+        except RuntimeError as err:
+            if type(err) is not RuntimeError:
+                raise
+            raise CollectiveError(f"DistributedDataParallel gradient allreduce failed: RuntimeError: {err}") from err
 
     def close(self) -> None:
         self.dist.destroy_process_group()
+
+
+class _DistributedDataParallel(DistributedDataParallel):
+    """DDP whose own communication around the model's forward (rebuilding its buckets,
+    broadcasting buffers) raises ``CollectiveError``; the model's forward is not inside it."""
+
+    def _pre_forward(self, *inputs, **kwargs):
+        with collective_call("DistributedDataParallel forward synchronisation"):
+            return super()._pre_forward(*inputs, **kwargs)
+
+    def _post_forward(self, output):
+        with collective_call("DistributedDataParallel forward synchronisation"):
+            return super()._post_forward(output)

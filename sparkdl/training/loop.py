@@ -8,6 +8,7 @@ nothing of Horovod or torch.distributed.
 from __future__ import annotations
 
 import copy
+import errno
 import hashlib
 import inspect
 import io
@@ -190,6 +191,8 @@ def train(spec: TrainSpec, comm, reporter: Reporter | None = None) -> TrainResul
         if spec.testHooks.get("kill_at_epoch") == epoch + 1 and comm.rank == spec.testHooks.get("kill_rank", comm.rank) \
                 and (spec.reports is None or spec.reports.attempt < spec.testHooks.get("kill_attempts", 1)):
             os.kill(os.getpid(), signal.SIGKILL)  # a lost process: no exception, no report
+        if spec.testHooks.get("data_error_at_epoch") == epoch + 1 and comm.rank == spec.testHooks.get("data_error_rank", comm.rank):
+            raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")  # as a read from S3 raises it
         seed = _epoch_seed(spec.seed, epoch, comm.rank)
         torch.manual_seed(seed)
         network.train()
@@ -203,7 +206,7 @@ def train(spec: TrainSpec, comm, reporter: Reporter | None = None) -> TrainResul
             # in float32, outside autocast, which refuses some losses (binary cross entropy) on a GPU
             loss = task.loss(spec.lossFunction, output.float(), yb, model, spec.classWeights)
             optimizer.zero_grad()
-            scaler.scale(loss).backward()
+            comm.backward(scaler.scale(loss))
             comm.step(optimizer, model, spec.gradientClipNorm, scaler)
             sums.add(loss.detach(), len(output), task.metric_sum(model, output.detach(), yb))
             if bar is not None:

@@ -3,7 +3,7 @@
 The driver opens a ``ReportServer`` around a run; its ``ReportAddress``
 (host, port, a per-fit secret) travels to the ranks in the ``TrainSpec``.
 Each rank connects (``Reporter``), answers the server's challenge with an
-HMAC of the secret, and then sends JSON lines:
+HMAC of the secret, waits for the server's ``ok`` and then sends JSON lines:
 
 - ``hello``: its rank, host, executor and process id;
 - rank 0's epoch records, its step progress and each checkpoint it wrote;
@@ -16,7 +16,19 @@ printing them: they appear once, also in local mode). It keeps each rank's
 state, from which the driver tells a lost rank (its connection closed with
 no ``end``: its process, Python worker or executor went away) from an
 error in the training code. It parses JSON only: nothing it receives is
-executed. A rank that cannot reach the driver prints its progress itself.
+executed, and a message it cannot parse (or nested too deep) is dropped.
+A rank that cannot reach the driver prints its progress itself.
+
+The server listens on the driver's own address (``spark.driver.bindAddress``,
+else ``spark.driver.host``), never on every interface, on an ephemeral
+port, or on ``spark.sparkdl.reportPort`` for a driver behind a firewall.
+Anyone who can reach that port can connect, so a connection costs little
+until it proves the secret: at most ``max(8, 4 * numProc)`` connections are
+in their handshake at once (a new one closes the oldest; a rank answers in
+milliseconds and tries again if it was closed), each for at most
+``CHALLENGE_TIMEOUT_S``. Running out of descriptors or threads (a flood of
+connections, a low ``ulimit -n``) pauses accepting briefly; it never stops
+the server.
 """
 
 from __future__ import annotations
@@ -25,27 +37,42 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import socket
 import sys
 import threading
 import time
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 from sparkdl import spark_internals
 
+PORT_CONF = "spark.sparkdl.reportPort"
 CHALLENGE_TIMEOUT_S = 10.0  # for a connection to answer the challenge, in all
-CONNECT_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 10.0  # for a rank to be accepted, tries again included
+# Connections in their handshake at once: max(MIN_HANDSHAKES, HANDSHAKES_PER_RANK * numProc).
+MIN_HANDSHAKES, HANDSHAKES_PER_RANK = 8, 4
+# The pause after the server could not accept a connection or start its thread, doubling up to the second.
+BACKOFF_S, MAX_BACKOFF_S = 0.05, 1.0
+ACCEPTED = b"ok"  # what the server answers a rank that proved the secret
+
+logger = logging.getLogger(__name__)
 # How long the driver waits, after a run failed, for every rank's report to arrive and connection to close.
 SETTLE_S = 5.0
 MAX_LINE = 1 << 20
 # Where a rank keeps its executor's id and host for the warm rank server's child (see remember_executor).
 EXECUTOR_ENV, EXECUTOR_HOST_ENV = "SPARKDL_EXECUTOR_ID", "SPARKDL_EXECUTOR_HOST"
-# What an exception says when a collective failed because a peer went away: it is
-# the consequence of another rank's loss or error, never a cause of its own.
-COLLECTIVE_TYPES = ("HorovodInternalError", "DistError", "DistBackendError", "DistNetworkError", "DistStoreError")
-COLLECTIVE_MESSAGES = ("Horovod has been shut down", "gloo/transport", "Connection reset by peer", "Connection closed by peer")
+# The exception types (module, name) of a collective that failed, most often because a peer
+# went away: the consequence of another rank's loss or error, never a cause of its own. sparkdl's
+# own wraps whatever a collective operation raised (sparkdl.training.collective); the others are
+# the distributed libraries' own. Not the message: an I/O error also says "Connection reset by peer".
+COLLECTIVE_TYPES = (
+    ("sparkdl.training.collective", "CollectiveError"),
+    ("horovod.common.exceptions", "HorovodInternalError"),
+    ("horovod.common.exceptions", "HostsUpdatedInterrupt"),
+    ("torch.distributed", "DistError"),  # DistBackendError, DistNetworkError, DistStoreError
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,10 +117,10 @@ def format_epoch(record: dict[str, float], epochs: int) -> str:
 
 
 def is_collective_error(err: BaseException) -> bool:
-    """Whether ``err`` is a collective that failed because a peer went away."""
-    names = {klass.__name__ for klass in type(err).__mro__}
-    text = str(err)
-    return bool(names.intersection(COLLECTIVE_TYPES)) or any(marker in text for marker in COLLECTIVE_MESSAGES)
+    """Whether ``err`` is a collective operation that failed, by its type (see ``COLLECTIVE_TYPES``)."""
+    # A type whose module this process never imported cannot have been raised here.
+    types = (getattr(sys.modules.get(module), name, None) for module, name in COLLECTIVE_TYPES)
+    return any(isinstance(err, klass) for klass in types if isinstance(klass, type))
 
 
 def _signature(secret: str, challenge: bytes) -> bytes:
@@ -112,33 +139,89 @@ def _read_answer(connection: socket.socket, deadline: float) -> bytes:
     return answer.strip()
 
 
+def _lines(stream: Any) -> Iterator[bytes]:
+    """The complete lines of ``stream``; a line longer than ``MAX_LINE`` is skipped whole."""
+    skipping = False
+    for chunk in iter(lambda: stream.readline(MAX_LINE), b""):
+        complete = chunk.endswith(b"\n")
+        if complete and not skipping:
+            yield chunk
+        skipping = not complete
+
+
+def report_port(value: Any) -> int:
+    """The port the conf ``spark.sparkdl.reportPort`` names; unset, empty or 0: any free port."""
+    if value is None or str(value).strip() == "":
+        return 0
+    try:
+        port = int(str(value).strip())
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{PORT_CONF} must be a TCP port number from 0 to 65535 (0: any free port), got {value!r}")
+    return port
+
+
+def _listen(address: str, port: int) -> socket.socket:
+    """A socket listening on ``address`` (a host name: the first address it resolves to) and ``port``."""
+    try:
+        family, _, _, _, sockaddr = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0]
+        # A deep backlog: a burst of connections waits in the kernel, not as descriptors of the driver.
+        return socket.create_server(sockaddr, family=family, backlog=socket.SOMAXCONN)
+    except OSError as err:
+        raise RuntimeError(
+            f"sparkdl cannot open its report channel on {address}:{port} ({err}): it listens on spark.driver.bindAddress, "
+            f"else spark.driver.host, which must be an address of the driver, on {PORT_CONF} (0 or unset: any free port)"
+        ) from err
+
+
 # -- the driver ---------------------------------------------------------------------------
 class ReportServer:
     """Accepts the fit's ranks, prints rank 0's progress and keeps every rank's state.
 
     ``host`` is the address the ranks reach the driver at (``spark.driver.host``);
-    the server listens on all interfaces, like Horovod's own services, and
-    accepts only connections that prove they know the secret.
+    the server listens on ``bind`` (default: ``host``, or the address it
+    resolves to) and ``port`` (0: an ephemeral one), and accepts only
+    connections that prove they know the secret. At most
+    ``max(8, 4 * num_proc)`` connections are in their handshake at once: a
+    new one closes the oldest (see the module's notes).
     """
 
-    def __init__(self, host: str, verbose: int = 1, out: TextIO | None = None) -> None:
+    def __init__(self, host: str, verbose: int = 1, out: TextIO | None = None, *, bind: str | None = None, port: int = 0,
+                 num_proc: int = 1) -> None:
         self.host, self.verbose, self.out = host, verbose, out or sys.stdout
         self.secret = secrets.token_hex(32)
-        self.listener = socket.create_server(("", 0), family=socket.AF_INET)
+        self.listener = _listen(bind or host, port)
         self.port = self.listener.getsockname()[1]
+        self.max_handshakes = max(MIN_HANDSHAKES, HANDSHAKES_PER_RANK * num_proc)
         self.ranks: dict[tuple[int, int], RankReport] = {}
         self.checkpoints: dict[int, int] = {}  # attempt -> last epoch rank 0 checkpointed
         self.first_steps: dict[int, tuple[float, int]] = {}  # attempt -> (time.time(), epoch) of rank 0's first step
         self.changed = threading.Condition()
         self._bar_drawn = False
-        self._closed = False
-        threading.Thread(target=self._accept, name="sparkdl-reports", daemon=True).start()
+        self._closed = threading.Event()
+        self._handshakes: dict[socket.socket, None] = {}  # oldest first
+        self._handshakes_lock = threading.Lock()
+        self.accepting = threading.Thread(target=self._accept, name="sparkdl-reports", daemon=True)
+        self.accepting.start()
+
+    @classmethod
+    def on_driver(cls, host: str, verbose: int, num_proc: int) -> "ReportServer":
+        """The fit's server, where the driver's Spark conf says: ``spark.driver.bindAddress``
+        (else ``host``) and ``spark.sparkdl.reportPort``."""
+        from pyspark.sql import SparkSession
+
+        # The session of the thread that made it, else the first one (a fit may run in any thread).
+        session = SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()
+        port = report_port(session.conf.get(PORT_CONF, None))
+        return cls(host, verbose, bind=session.conf.get("spark.driver.bindAddress", None) or host, port=port,
+                   num_proc=num_proc)
 
     def address(self, attempt: int) -> ReportAddress:
         return ReportAddress(self.host, self.port, self.secret, attempt)
 
     def close(self) -> None:
-        self._closed = True
+        self._closed.set()
         try:
             self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread; close() alone does not
         except OSError:
@@ -173,29 +256,79 @@ class ReportServer:
 
     # -- serving -----------------------------------------------------------------------------
     def _accept(self) -> None:
-        while not self._closed:
+        pause = 0.0
+        while not self._closed.is_set():
             try:
                 connection, _ = self.listener.accept()
-            except OSError:
-                return
+            except OSError as err:  # out of descriptors or buffers (a flood, a low ulimit -n), a connection aborted
+                if self._closed.is_set():
+                    return
+                pause = self._pause(pause, f"cannot accept a connection ({err})")
+                continue
+            try:
+                self._admit(connection)
+            except RuntimeError as err:  # can't start new thread
+                connection.close()
+                pause = self._pause(pause, f"cannot start a thread for a connection ({err})")
+                continue
+            pause = 0.0
+
+    def _pause(self, last: float, trouble: str) -> float:
+        """Wait a little longer than ``last`` before accepting again; say why once per spell of failures."""
+        if not last:
+            logger.warning("sparkdl's report channel %s; it tries again", trouble)
+        pause = min(MAX_BACKOFF_S, 2 * last or BACKOFF_S)
+        self._closed.wait(pause)
+        return pause
+
+    def _admit(self, connection: socket.socket) -> None:
+        with self._handshakes_lock:
+            if len(self._handshakes) >= self.max_handshakes:
+                oldest = next(iter(self._handshakes))
+                del self._handshakes[oldest]
+                try:
+                    oldest.shutdown(socket.SHUT_RDWR)  # its thread's read returns: it closes the connection
+                except OSError:
+                    pass
+            self._handshakes[connection] = True
+        try:
             threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+        except RuntimeError:
+            with self._handshakes_lock:
+                self._handshakes.pop(connection, None)
+            raise
+
+    def _handshake(self, connection: socket.socket) -> bool:
+        """Whether the peer proved it knows the secret within ``CHALLENGE_TIMEOUT_S``."""
+        challenge = secrets.token_hex(16).encode()
+        deadline = time.monotonic() + CHALLENGE_TIMEOUT_S
+        connection.settimeout(CHALLENGE_TIMEOUT_S)
+        connection.sendall(challenge + b"\n")
+        proved = hmac.compare_digest(_read_answer(connection, deadline), _signature(self.secret, challenge))
+        connection.settimeout(None)
+        return proved
 
     def _serve(self, connection: socket.socket) -> None:
         report = None
         with connection:
             try:
-                challenge = secrets.token_hex(16).encode()
-                deadline = time.monotonic() + CHALLENGE_TIMEOUT_S
-                connection.settimeout(CHALLENGE_TIMEOUT_S)
-                connection.sendall(challenge + b"\n")
-                if not hmac.compare_digest(_read_answer(connection, deadline), _signature(self.secret, challenge)):
-                    return
-                connection.settimeout(None)
-                stream = connection.makefile("rb")
-                for line in iter(lambda: stream.readline(MAX_LINE), b""):
-                    report = self._receive(json.loads(line), report)
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
-                pass  # a connection that breaks off or sends what no rank sends: dropped
+                proved = self._handshake(connection)
+            except OSError:
+                proved = False
+            with self._handshakes_lock:  # gone from the handshakes: closed meanwhile as the oldest
+                proved = self._handshakes.pop(connection, False) and proved
+            if not proved:
+                return
+            try:
+                connection.sendall(ACCEPTED + b"\n")
+                with connection.makefile("rb") as stream:
+                    for line in _lines(stream):
+                        try:
+                            report = self._receive(json.loads(line), report)
+                        except Exception:  # noqa: BLE001 - what no rank sends (not JSON, nested too deep, other fields): dropped
+                            continue
+            except OSError:
+                pass  # the connection broke off
             finally:
                 if report is not None:
                     with self.changed:
@@ -248,6 +381,37 @@ class ReportServer:
 
 
 # -- a rank -------------------------------------------------------------------------------
+def _connect(address: ReportAddress) -> socket.socket:
+    """A connection the server accepted.
+
+    A server busy with many connections closes the oldest handshakes: a
+    connection closed before the server's ``ok`` tries again, until
+    ``CONNECT_TIMEOUT_S`` passed. Any other error is raised at once.
+    """
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S
+    pause = BACKOFF_S
+    while True:
+        connection = socket.create_connection((address.host, address.port), timeout=CONNECT_TIMEOUT_S)
+        try:
+            with connection.makefile("rb") as stream:
+                challenge = stream.readline(MAX_LINE).strip()
+                connection.sendall(_signature(address.secret, challenge) + b"\n")
+                accepted = stream.readline(MAX_LINE).strip() == ACCEPTED
+        except (ConnectionResetError, BrokenPipeError):
+            accepted = False
+        except OSError:
+            connection.close()
+            raise
+        if accepted:
+            connection.settimeout(None)
+            return connection
+        connection.close()
+        if time.monotonic() + pause > deadline:
+            raise ConnectionError(f"the driver closed every connection before it accepted one, for {CONNECT_TIMEOUT_S:.0f}s")
+        time.sleep(pause)
+        pause = min(MAX_BACKOFF_S, 2 * pause)
+
+
 class Reporter:
     """How a rank reports. Without an address (the local backend runs on the driver) it prints."""
 
@@ -259,19 +423,8 @@ class Reporter:
         if address is None:
             return
         try:
-            connection = socket.create_connection((address.host, address.port), timeout=CONNECT_TIMEOUT_S)
-        except OSError as err:
-            connection, failure = None, err
-        else:
-            try:
-                challenge = connection.makefile("rb").readline(MAX_LINE).strip()
-                connection.sendall(_signature(address.secret, challenge) + b"\n")
-                connection.settimeout(None)
-                self.connection, failure = connection, None
-            except OSError as err:
-                connection.close()
-                failure = err
-        if failure is not None:
+            self.connection = connection = _connect(address)
+        except OSError as failure:
             print(f"sparkdl: rank {rank} cannot report to the driver at {address.host}:{address.port} ({failure}); "
                   "it prints its progress here", file=sys.stderr, flush=True)
             return

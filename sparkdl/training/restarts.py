@@ -7,10 +7,16 @@ reclaim, an OOM kill, a node failure). Up to ``maxRestarts`` times the driver
 then prints one line, waits (at most ``restartTimeout`` seconds) until Spark
 offers the ranks' task slots again, and starts the ranks once more; they
 resume from the last epoch's checkpoint, so the final model and history are
-those of an uninterrupted fit. An exception raised by the training code
-(bad data, a NaN loss, a bug in a factory) is never retried: the fit fails
-at once, naming it. Nor is a failure the driver cannot account for: a rank
-that never reported, or one still running on a live executor.
+those of an uninterrupted fit. A restart that makes no progress (its ranks
+are lost again in the epoch it resumed in, as a native crash or an
+out-of-memory kill from the batch size would be every time) is not followed
+by another. An exception raised by the training code (bad data, an I/O
+error, a NaN loss, a bug in a factory) is never retried: the fit fails at
+once, naming it; only a collective operation that failed (by the
+exception's type, see ``reports.is_collective_error``) is taken for the
+consequence of another rank's loss. Nor is a failure the driver cannot
+account for retried: a rank that never reported, or one still running on a
+live executor.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ def run_with_restarts(backend: Backend, spec: TrainSpec, context: Any, max_resta
     """
     host = context.getConf().get("spark.driver.host") or socket.gethostbyname(socket.gethostname())
     restarts: list[dict[str, Any]] = []
-    with ReportServer(host, spec.verbose) as server:
+    with ReportServer.on_driver(host, spec.verbose, backend.numProc) as server:
         attempt = 0
         while True:
             try:
@@ -57,17 +63,25 @@ def run_with_restarts(backend: Backend, spec: TrainSpec, context: Any, max_resta
                 ranks = server.ranks_of(attempt, backend.numProc)
                 cause = training_error(ranks)
                 if cause is not None:
-                    raise RuntimeError(f"training failed on {cause.where()}: {cause.error['type']}: {cause.error['message']}") from err
+                    raise RuntimeError(f"training failed on {cause.where()}: {_described(cause)}") from err
                 if attempt > 0 and not ranks:
                     raise RanksLost(f"training failed: after restart {attempt} of {max_restarts} the ranks did not start again ({err})") from err
                 lost = lost_ranks(ranks, backend.numProc, lambda executor: _removal(context, executor))
                 if not lost:
-                    raise
+                    reported = next((r for r in ranks if r.error), None)
+                    if reported is None:
+                        raise
+                    raise RuntimeError(f"training failed on {reported.where()}: {_described(reported)} "
+                                       "(no rank reported another cause)") from err
                 what = "; ".join(why for _, why in lost)
                 if attempt >= max_restarts:
                     limit = "restarts are off (maxRestarts=0)" if max_restarts == 0 else f"after {attempt} restart(s) (maxRestarts={max_restarts})"
                     raise RanksLost(f"training failed: {what}; {limit}") from err
                 epoch = server.checkpointed() or (_checkpoint_epoch(spec) if spec.resume else 0)
+                if restarts and epoch == restarts[-1]["resumedAfterEpoch"]:
+                    raise RanksLost(f"training failed: {what}; lost again in epoch {epoch + 1} with no progress since restart {attempt}, "
+                                    f"so not restarting: a failure at the same point every time (a native crash, running out of "
+                                    f"memory) would recur") from err
                 resumes = f"resume after epoch {epoch}" if epoch else "start again from epoch 1"
                 server.say(f"sparkdl: {what}; restart {attempt + 1} of {max_restarts}: waiting for {backend.numProc} task slots, "
                            f"then the ranks {resumes}")
@@ -86,6 +100,11 @@ def run_with_restarts(backend: Backend, spec: TrainSpec, context: Any, max_resta
 def training_error(ranks: list[RankReport]) -> RankReport | None:
     """The lowest rank whose training code raised (a collective failing after a peer went away does not count)."""
     return next((r for r in ranks if r.error and not r.error["collective"]), None)
+
+
+def _described(report: RankReport) -> str:
+    """The error a rank reported, e.g. "ValueError: bad factory"."""
+    return f"{report.error['type']}: {report.error['message']}"
 
 
 def lost_ranks(ranks: list[RankReport], num_proc: int, removal: Callable[[str | None], str | None]) -> list[tuple[RankReport, str]]:
