@@ -67,7 +67,7 @@ def _crash_after(steps: int, save, exchange: bool) -> int:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child never returns
         try:
-            import sparkdl.estimators.persistence as persistence
+            from sparkdl.estimators import placement
 
             done = 0
 
@@ -83,8 +83,7 @@ def _crash_after(steps: int, save, exchange: bool) -> int:
                     return result
                 return counted
 
-            real_exchange = getattr(persistence, "_exchange", None)
-            persistence._exchange = step(real_exchange) if exchange and real_exchange else (lambda a, b: False)
+            placement._exchange = step(placement._exchange) if exchange else (lambda a, b: False)
             os.rename = step(os.rename)
             os.replace = step(os.replace)
             save()

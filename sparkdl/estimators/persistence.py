@@ -14,42 +14,35 @@ The layout is what ``DefaultParamsReader.loadMetadata`` reads, so models load
 inside ``PipelineModel.load``. Loading runs no code from the files unless
 ``allowPickle`` is given. Paths are local (or FUSE-mounted) directories.
 
-A save is written, privately, into a sibling ``.<name>.saving-*`` directory,
-given the permissions the umask gives (as ``os.makedirs`` and ``open``
-would), synced to disk and only then put in place: an interrupted save
-never leaves a half-written model at the target. An overwrite swaps the new
-directory with the old one in one step where the system can (Linux
-``renameat2(RENAME_EXCHANGE)``); elsewhere it renames the old model to
-``.<name>.old-<32 hex digits>`` beside the target, then the new one to the
-target. A crash between those two renames leaves the old model under that
-name; the next load or save of the target moves it back (the newest
-complete one, by the time in its metadata) and the next save deletes
-leftover ``.<name>.old-*`` directories. Besides those, sparkdl deletes only
-the staging directory of a save that failed in its own process.
+A save is written into a private sibling ``.<name>.saving-*`` directory,
+given the umask's permissions, synced and only then put in place of the
+target (``sparkdl.estimators.placement``): an interrupted save never leaves
+a half-written model at the target, and an overwrite leaves the old or the
+new model there. Where the system cannot swap two directories in one step,
+a crash between the two renames leaves the old model as
+``.<name>.old-<32 hex digits>``; the next load or save of the target moves
+it back (the newest complete one, by the time in its metadata) and the next
+save deletes leftover ``.<name>.old-*`` directories.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
-import functools
 import hashlib
 import importlib
 import json
 import os
-import re
 import shutil
-import sys
 import tempfile
 import threading
 import time
-import uuid
 from typing import Any, Callable, Iterator
 from urllib.parse import urlparse
 
 import numpy as np
 from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
+
+from sparkdl.estimators import placement
 
 FORMAT_VERSION = 1
 WEIGHTS, HISTORY, PICKLED = "weights.safetensors", "history.json", "architecture.pkl"
@@ -117,7 +110,7 @@ class AtomicWriter(MLWriter):
         parent = os.path.dirname(target)
         os.makedirs(parent, exist_ok=True)
         recover(target)
-        _remove_retired(target)
+        placement.remove_retired(target)
         if os.path.exists(target) and not self.shouldOverwrite:
             raise ValueError(
                 f"path {path!r} already exists; use write().overwrite().save(path) to replace it"
@@ -125,12 +118,12 @@ class AtomicWriter(MLWriter):
         staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.saving-", dir=parent)
         try:
             self.saveImpl(staging)
-            _publish(staging)
+            placement.publish(staging)
             if os.path.lexists(target):
-                _replace(staging, target)
+                placement.replace(staging, target)
             else:
                 os.rename(staging, target)
-            _fsync_directory(parent)
+            placement.fsync_directory(parent)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -149,7 +142,7 @@ def recover(target: str) -> str:
     """
     if os.path.lexists(target):
         return target
-    complete = [(when, old) for old in _retired(target) if (when := _complete_save_time(old)) is not None]
+    complete = [(when, old) for old in placement.retired(target) if (when := _complete_save_time(old)) is not None]
     if not complete:
         return target
     newest = max(complete)[1]
@@ -158,17 +151,6 @@ def recover(target: str) -> str:
     except OSError:  # read-only parent, or a concurrent save or load put a model there first
         return target if os.path.lexists(target) else newest
     return target
-
-
-def _retired(target: str) -> list[str]:
-    """The ``.<name>.old-<32 hex>`` entries beside ``target``: the only names an overwrite retires a model to."""
-    parent, name = os.path.split(os.path.abspath(target))
-    pattern = re.compile(re.escape(f".{name}.old-") + "[0-9a-f]{32}")
-    try:
-        with os.scandir(parent) as entries:
-            return [entry.path for entry in entries if pattern.fullmatch(entry.name)]
-    except FileNotFoundError:
-        return []
 
 
 def _complete_save_time(path: str) -> int | None:
@@ -184,107 +166,6 @@ def _complete_save_time(path: str) -> int | None:
         return int(metadata.get("timestamp", 0))
     except (ValueError, TypeError, OSError):
         return None
-
-
-def _remove_retired(target: str) -> None:
-    """Delete what earlier overwrites retired beside ``target``, once a model is at ``target``."""
-    if not os.path.lexists(target):
-        return
-    for old in _retired(target):
-        _remove(old)
-
-
-def _remove(path: str) -> None:
-    if os.path.islink(path):
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-    else:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _replace(staging: str, target: str) -> None:
-    """Put ``staging`` in place of the existing ``target`` so that a crash at any point leaves a complete
-    model at ``target``, or, between the two renames where the system cannot exchange, beside it."""
-    parent, name = os.path.split(target)
-    retired = os.path.join(parent, f".{name}.old-{uuid.uuid4().hex}")
-    if _exchange(staging, target):
-        old = staging  # the old model, now under the staging name
-        # renamed before it is deleted: a crash in rmtree then leaves a name the next save cleans up
-        with contextlib.suppress(OSError):
-            os.rename(staging, retired)
-            old = retired
-    else:
-        os.rename(target, retired)
-        try:
-            os.rename(staging, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                if not os.path.lexists(target):
-                    os.rename(retired, target)
-            raise
-        old = retired
-    _fsync_directory(parent)
-    _remove(old)
-
-
-@functools.cache
-def _renameat2():
-    if not sys.platform.startswith("linux"):
-        return None
-    function = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
-    if function is not None:
-        function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    return function
-
-
-def _exchange(a: str, b: str) -> bool:
-    """Swap the entries ``a`` and ``b`` in one step; False where the system or file system cannot."""
-    at_cwd, exchange = -100, 2  # AT_FDCWD, RENAME_EXCHANGE
-    if _renameat2() is None:
-        return False
-    if _renameat2()(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), exchange) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
-        return False
-    raise OSError(code, os.strerror(code), a, None, b)
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where the system shows it (Linux ``/proc``)."""
-    with contextlib.suppress(OSError, ValueError):
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    mask = os.umask(0o077)  # briefly the most private mask, for files other threads create meanwhile
-    os.umask(mask)
-    return mask
-
-
-def _publish(staging: str) -> None:
-    """Give everything in ``staging`` the permissions ``os.makedirs`` and ``open`` give under the umask
-    (``mkdtemp`` and safetensors create theirs private) and sync it to disk before it is put in place."""
-    mask = _umask()
-    for root, _, files in os.walk(staging):
-        for name in files:
-            os.chmod(os.path.join(root, name), 0o666 & ~mask)
-            _fsync(os.path.join(root, name))
-        os.chmod(root, 0o777 & ~mask)
-        _fsync_directory(root)
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_directory(path: str) -> None:
-    with contextlib.suppress(OSError):  # some file systems cannot sync a directory; its files are synced
-        _fsync(path)
 
 
 def write_metadata(path: str, instance, extra: dict[str, Any]) -> None:
