@@ -133,10 +133,10 @@ def main(argv: list[str] | None = None) -> dict:
     machine = {**machine_info(), "gpu": gpu_info()}
     texts = load_texts(args.rows)
 
-    from sparkdl.session import get_spark
+    from sparkdl.session import get_spark, set_log_level
 
     spark = get_spark("bert-throughput", master=f"local[{THREADS}]", conf={"spark.ui.enabled": "false"})
-    spark.sparkContext.setLogLevel("ERROR")
+    set_log_level(spark, "ERROR")
     on_spark = SparkPath(spark, args.model, texts)
     cold = on_spark.timed()
     direct = DirectLoop(args.model)

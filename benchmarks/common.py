@@ -196,22 +196,27 @@ def alternate(paths: dict[str, Callable[[], Any]], repeats: int) -> dict[str, li
 
 # -- Spark and data -------------------------------------------------------------------
 def send_by_value(module_name: str) -> None:
-    """Pickle a benchmark script's functions by value: Horovod's ranks cannot import the script.
+    """Pickle a benchmark script's functions by value: the ranks cannot import the script.
 
-    A script run directly is ``__main__``, which cloudpickle sends by value already.
+    Both picklers are told: pyspark's own copy of cloudpickle (Spark tasks,
+    the ranks of sparkdl's fits) and the cloudpickle package (Horovod's
+    launcher). A script run directly is ``__main__``, which both send by value already.
     """
     import cloudpickle
+    from pyspark import cloudpickle as spark_cloudpickle
 
     if module_name != "__main__":
-        cloudpickle.register_pickle_by_value(sys.modules[module_name])
+        for pickler in (cloudpickle, spark_cloudpickle):
+            if module_name not in pickler.list_registry_pickle_by_value():
+                pickler.register_pickle_by_value(sys.modules[module_name])
 
 
 def spark_session(app: str, cores: int = CORES, conf: dict[str, str] | None = None):
-    from sparkdl.session import get_spark
+    from sparkdl.session import get_spark, set_log_level
 
     settings = {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": str(2 * cores), **(conf or {})}
     spark = get_spark(app, master=f"local[{cores}]", conf=settings)
-    spark.sparkContext.setLogLevel("ERROR")
+    set_log_level(spark, "ERROR")
     return spark
 
 

@@ -177,6 +177,7 @@ def infer(data, size: dict, device, precision: str, repeats: int = 3) -> tuple[f
     import pyarrow.parquet as pq
     import torch
 
+    from sparkdl.data import arrow
     from sparkdl.data.materialize import FEATURES
     from sparkdl.estimators import inference
     from sparkdl.training.tasks import get_task
@@ -189,8 +190,8 @@ def infer(data, size: dict, device, precision: str, repeats: int = 3) -> tuple[f
                     "inputShape": list(shape), "outputSize": 10}
     ours_net = inference.load_network(architecture, weights, device)
     task = get_task("classification")
-    outputs = [("raw", "rawPrediction", inference.dense_vectors), ("probability", "probability", inference.dense_vectors),
-               ("prediction", "prediction", inference.doubles)]
+    outputs = [("raw", "rawPrediction", arrow.dense_vectors), ("probability", "probability", arrow.dense_vectors),
+               ("prediction", "prediction", arrow.doubles)]
 
     def ours() -> None:
         for _ in inference.predict_batches(iter(batches), features=FEATURES, width=width, batch_size=chunk, outputs=outputs,

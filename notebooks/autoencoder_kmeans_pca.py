@@ -31,7 +31,7 @@ except NameError:
     from sparkdl.session import get_spark
 
     spark = get_spark("sparkdl-autoencoder-kmeans", master="local[2]", conf={"spark.ui.enabled": "false"})
-print("Spark", spark.version, "on", spark.sparkContext.master)
+print("Spark", spark.version, "on", spark.conf.get("spark.master"))
 
 # COMMAND ----------
 

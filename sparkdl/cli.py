@@ -1,4 +1,4 @@
-"""``sparkdl list`` and ``sparkdl run <pipeline> --conf conf/<pipeline>.yaml [key=value ...]``."""
+"""``sparkdl list`` and ``sparkdl run <pipeline> --conf conf/<pipeline>.yaml [--remote sc://host:port] [key=value ...]``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = commands.add_parser("run", help="run a pipeline")
     run.add_argument("pipeline")
     run.add_argument("--conf", help="YAML config, e.g. conf/<pipeline>.yaml")
+    runner.add_remote_argument(run)
     run.add_argument("overrides", nargs="*", help="key=value settings (dotted keys for nesting)")
     # key=value items may come after --conf; argparse leaves those to parse_known_args' rest.
     args, rest = parser.parse_known_args(argv)
@@ -31,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name:<{width}}  {purpose}")
         return 0
     try:
-        runner.run(runner.load_pipeline(args.pipeline), args.conf, overrides)
+        runner.run(runner.load_pipeline(args.pipeline), args.conf, overrides, args.remote)
     except (ConfigError, ValueError) as err:
         print(f"sparkdl: {err}", file=sys.stderr)
         return 2

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 
@@ -18,18 +21,53 @@ def digits(spark: SparkSession, numPartitions: int = 2) -> DataFrame:
     """
     from sklearn.datasets import load_digits
 
+    if int(numPartitions) < 1:
+        raise ValueError(f"numPartitions: expected an integer >= 1, found {numPartitions!r}")
+    numPartitions = int(numPartitions)
     bunch = load_digits()
-    rows = [
-        ([float(v) for v in image], float(label))
-        for image, label in zip(bunch.data, bunch.target)
-    ]
-    schema = T.StructType(
-        [
-            T.StructField("features", T.ArrayType(T.FloatType(), False), False),
-            T.StructField("label", T.DoubleType(), False),
-        ]
+    n = len(bunch.target)
+    rows = pd.DataFrame(
+        {
+            "slice": _parallelize_slices(n, numPartitions),
+            "id": np.arange(n, dtype=np.int64),
+            "features": list(bunch.data.astype(np.float32)),
+            "label": bunch.target.astype(np.float64),
+        }
     )
-    return spark.createDataFrame(spark.sparkContext.parallelize(rows, numPartitions), schema)
+    return _in_slices(spark, spark.createDataFrame(rows, _DIGITS_SCHEMA), numPartitions)
+
+
+_DIGITS_SCHEMA = T.StructType(
+    [
+        T.StructField("slice", T.LongType(), False),
+        T.StructField("id", T.LongType(), False),
+        T.StructField("features", T.ArrayType(T.FloatType(), False), False),
+        T.StructField("label", T.DoubleType(), False),
+    ]
+)
+
+
+def _parallelize_slices(n: int, numPartitions: int) -> np.ndarray:
+    """The partition of each of ``n`` rows where ``SparkContext.parallelize`` puts them: it cuts a list
+    into batches of max(1, min(n // numPartitions, 1024)) rows and gives each partition a run of
+    consecutive batches, partition i from batch i * batches // numPartitions."""
+    batch = max(1, min(n // numPartitions, 1024))
+    batches = -(-n // batch)
+    first_batch = [i * batches // numPartitions for i in range(numPartitions + 1)]
+    return np.searchsorted(first_batch, np.arange(n) // batch, side="right") - 1
+
+
+def _in_slices(spark: SparkSession, rows: DataFrame, numPartitions: int) -> DataFrame:
+    """``rows`` in ``numPartitions`` partitions: partition i holds the rows whose ``slice`` is i, ordered by ``id``.
+
+    A seeded ``randomSplit`` or ``rand`` draws by partition and position, so
+    this gives the splits that the same rows parallelized gave, without a
+    SparkContext: ``spark.range`` puts row i in partition i, and joining the
+    broadcast rows to it keeps that partitioning.
+    """
+    partitions = spark.range(0, numPartitions, 1, numPartitions).withColumnRenamed("id", "slice")
+    joined = partitions.join(F.broadcast(rows), "slice")
+    return joined.sortWithinPartitions("id").drop("slice", "id")
 
 
 def digits_split(

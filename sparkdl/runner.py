@@ -58,20 +58,32 @@ def load_pipeline(name: str) -> ModuleType:
 def parse_args(description: str, argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--conf", help="YAML config (see conf/); its keys override the pipeline's defaults")
+    add_remote_argument(parser)
     parser.add_argument("overrides", nargs="*", help="key=value settings, dotted keys for nesting (model.epochs=5)")
     return parser.parse_intermixed_args(list(argv))
 
 
-def run(module: ModuleType, confPath: str | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Load the conf, start (or reuse) Spark, run ``module.main`` and write metrics.json."""
-    from sparkdl.session import get_spark
+def add_remote_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--remote", help="Spark Connect URL (sc://host:port) to run on, instead of the config's "
+                        "spark.master; SPARK_REMOTE is used when this is not given")
+
+
+def run(module: ModuleType, confPath: str | None = None, overrides: Sequence[str] = (),
+        remote: str | None = None) -> dict[str, Any]:
+    """Load the conf, start (or reuse) Spark, run ``module.main`` and write metrics.json.
+
+    With ``remote`` (or ``SPARK_REMOTE``), Spark is a Spark Connect client of
+    that server and the config's ``spark.master`` is not used.
+    """
+    from sparkdl.session import get_spark, set_log_level
 
     conf = load_conf(module.DEFAULTS, confPath, overrides, getattr(module, "PARAMS", None))
     settings = conf.get("spark", {})
-    # A master given to spark-submit wins over the config's.
-    master = None if "spark.master" in _submitted_conf() else settings.get("master")
-    spark = get_spark(settings.get("appName", "sparkdl"), master=master, conf=settings.get("conf"))
-    spark.sparkContext.setLogLevel(settings.get("logLevel", "ERROR"))
+    remote = remote or os.environ.get("SPARK_REMOTE") or None
+    # A Connect server, or a master given to spark-submit, wins over the config's master.
+    master = None if remote or "spark.master" in _submitted_conf() else settings.get("master")
+    spark = get_spark(settings.get("appName", "sparkdl"), master=master, conf=settings.get("conf"), remote=remote)
+    set_log_level(spark, settings.get("logLevel", "ERROR"))
     output = conf.get("output")
     if output:
         os.makedirs(output, exist_ok=True)
@@ -89,4 +101,4 @@ def main_entry(module_name: str) -> None:
     """The ``__main__`` of a pipeline file: ``python pipelines/x.py --conf ... key=value``."""
     module = sys.modules[module_name]
     args = parse_args((module.__doc__ or "").strip().splitlines()[0], sys.argv[1:])
-    run(module, args.conf, args.overrides)
+    run(module, args.conf, args.overrides, args.remote)

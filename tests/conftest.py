@@ -27,6 +27,18 @@ def spark(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def connect_url(tmp_path_factory):
+    """The ``sc://`` URL of one real Spark Connect server (a standalone master, two 1-core workers) for the
+    whole test session, started when a test first asks for it; skipped where pyspark ships no Connect server."""
+    from connect_server import connect_server, connect_server_available
+
+    if not connect_server_available():
+        pytest.skip("this pyspark ships no Spark Connect server (spark-connect_*.jar)")
+    with connect_server(tmp_path_factory.mktemp("connect-server")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def digits_df(spark):
     from sparkdl.datasets import digits
 

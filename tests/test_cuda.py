@@ -17,9 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from sparkdl import devices
+from sparkdl.data.arrow import InputError
 from sparkdl.data.materialize import FEATURES, LABEL, DataFile, ParquetData
 from sparkdl.estimators import inference
-from sparkdl.training import devices
 from sparkdl.training.collective import LocalCollective
 from sparkdl.training.loop import load_checkpoint, train
 from sparkdl.training.spec import TrainSpec
@@ -72,7 +73,7 @@ def test_scoring_on_the_gpu_names_the_column_with_nan(tmp_path):
     architecture = {"architecture": "mlp", "architectureParams": {"hiddenLayers": [4]}, "inputShape": [3], "outputSize": 2}
     net = inference.load_network(architecture, None, devices.resolve("cuda"))
     x = np.array([[0.0, 1.0, 2.0], [np.nan, 0.0, np.inf]], np.float32)
-    with pytest.raises(inference.InputError, match=r"column 'f': expected finite values, found 2 NaN"):
+    with pytest.raises(InputError, match=r"column 'f': expected finite values, found 2 NaN"):
         inference.forward(net, x, get_task("classification"), label="column 'f'")
 
 

@@ -17,9 +17,9 @@ import pytest
 import torch
 from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 
+from sparkdl import devices
 from sparkdl.estimators import MLPClassifier, TorchModel
 from sparkdl.text import BertEmbeddings
-from sparkdl.training import devices
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour on a host without a GPU")
@@ -172,6 +172,7 @@ def test_transform_with_cuda_on_a_local_master_without_gpu_fails_before_any_job(
 
 
 def test_nan_input_is_named_before_a_network_that_indexes_by_value_sees_it():
+    from sparkdl.data.arrow import InputError
     from sparkdl.estimators import inference
     from sparkdl.training.tasks import get_task
 
@@ -184,7 +185,7 @@ def test_nan_input_is_named_before_a_network_that_indexes_by_value_sees_it():
             return self.table(x.long()).sum(1)
 
     x = np.array([[0.0, 1.0], [np.nan, 2.0]], np.float32)
-    with pytest.raises(inference.InputError, match=r"^featuresCol column 'f': expected finite values, found 1 NaN"):
+    with pytest.raises(InputError, match=r"^featuresCol column 'f': expected finite values, found 1 NaN"):
         inference.forward(Lookup(), x, get_task("classification"), label="featuresCol column 'f'")
 
 

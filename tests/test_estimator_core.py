@@ -13,6 +13,7 @@ from pyspark.ml.functions import array_to_vector
 from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 from pyspark.sql import functions as F
 
+from injected_faults import fail_at
 from sparkdl.estimators import MLPClassifier, MLPClassifierModel, TorchEstimator, TorchModel, allow_pickle
 
 pytestmark = pytest.mark.stacks  # also run on the second Spark line (.ci/run)
@@ -112,7 +113,7 @@ def test_resume_trains_only_the_missing_epochs_and_matches_an_uninterrupted_run(
     train, _ = scaled
     params = dict(hiddenLayers=[16], epochs=4, checkpointDir=str(tmp_path / "ckpt"), seed=9, **QUIET)
     failing = MLPClassifier(**params)
-    failing._test_hooks = {"fail_at_epoch": 3}
+    failing._test_hooks = [fail_at(3)]
     with pytest.raises(RuntimeError, match="injected failure at epoch 3"):
         failing.fit(train)
     resumed = MLPClassifier(resume=True, **params).fit(train)

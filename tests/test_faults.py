@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from injected_faults import fail_at
 import sparkdl.estimators.persistence as persistence
 from sparkdl.estimators import MLPClassifier, TorchModel
 
@@ -38,7 +39,7 @@ def _snapshot(path):
 def test_a_rank_that_crashes_mid_epoch_ends_fit_with_its_error_and_resume_completes(small, tmp_path):
     checkpoint_dir = str(tmp_path / "ckpt")
     failing = MLPClassifier(epochs=4, numProc=2, backend="horovod", checkpointDir=checkpoint_dir, **FAST)
-    failing._test_hooks = {"fail_at_epoch": 3, "fail_rank": 1}
+    failing._test_hooks = [fail_at(3, rank=1)]
     with pytest.raises(RuntimeError, match=r"rank 1 on the driver \(.*\): RuntimeError: injected failure at epoch 3 on rank 1"):
         failing.fit(small)
     checkpoint = torch.load(os.path.join(checkpoint_dir, "checkpoint.pt"), weights_only=True)
@@ -82,7 +83,7 @@ def test_training_data_is_deleted_after_fit_and_after_a_failed_fit_and_nothing_e
     MLPClassifier(epochs=1, backend="local", dataDir=str(data_dir), **FAST).fit(small)
     assert os.listdir(data_dir) == ["keep.txt"]
     failing = MLPClassifier(epochs=2, backend="local", dataDir=str(data_dir), **FAST)
-    failing._test_hooks = {"fail_at_epoch": 1}
+    failing._test_hooks = [fail_at(1)]
     with pytest.raises(RuntimeError, match="injected failure"):
         failing.fit(small)
     assert os.listdir(data_dir) == ["keep.txt"]

@@ -18,6 +18,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from horovod.common.exceptions import HorovodInternalError, HostsUpdatedInterrupt
 
+from injected_faults import kill_at, reset_connection_at
 from sparkdl.estimators import MLPClassifier
 from sparkdl.training.collective import CollectiveError, TorchDistributedCollective, collective_call
 from sparkdl.training.reports import is_collective_error
@@ -159,7 +160,7 @@ def _fit(data, hooks, **params):
 def test_a_connection_reset_while_loading_data_fails_the_fit_once_naming_it_without_a_restart(small, backend, capsys):
     with pytest.raises(RuntimeError, match=r"^training failed on rank 1 on the driver \([^)]+\): "
                                            rf"ConnectionResetError: \[Errno {errno.ECONNRESET}\] Connection reset by peer$"):
-        _fit(small, {"data_error_at_epoch": 2, "data_error_rank": 1}, backend=backend, maxRestarts=3)
+        _fit(small, [reset_connection_at(2, rank=1)], backend=backend, maxRestarts=3)
     printed = capsys.readouterr().out
     assert "restart" not in printed and printed.count("epoch 1/5") == 1
 
@@ -167,7 +168,7 @@ def test_a_connection_reset_while_loading_data_fails_the_fit_once_naming_it_with
 @pytest.mark.timeout(400)
 def test_a_rank_lost_at_the_same_epoch_in_every_attempt_stops_after_the_restart_that_made_no_progress(small, capsys):
     with pytest.raises(RanksLost) as raised:
-        _fit(small, {"kill_at_epoch": 3, "kill_rank": 1, "kill_attempts": 99}, backend="horovod", maxRestarts=3)
+        _fit(small, [kill_at(3, rank=1, attempts=99)], backend="horovod", maxRestarts=3)
     assert re.fullmatch(r"training failed: rank 1 on the driver \([^)]+\) was lost: its process \(pid \d+\) ended without a result "
                         r"or an error; lost again in epoch 3 with no progress since restart 1, so not restarting: .*",
                         str(raised.value)), str(raised.value)

@@ -1,6 +1,6 @@
 """Lost ranks: the fit starts them again from the last checkpoint; training errors fail at once.
 
-A rank is lost here by the ``kill_at_epoch`` hook: its training process
+A rank is lost here by the ``kill_at`` hook (tests/injected_faults.py): its training process
 sends itself SIGKILL at the start of an epoch, in the first attempt only,
 as when its executor is killed (tests/test_standalone_cluster.py kills a real
 executor). The report channel is tested on its own first.
@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from injected_faults import fail_at, kill_at
 from sparkdl.estimators import MLPClassifier, TorchModel
 from sparkdl.training.collective import CollectiveError
 from sparkdl.training.loop import load_checkpoint
@@ -36,9 +37,9 @@ def small(digits_df):
     return digits_df.selectExpr("transform(features, v -> v / 16.0) AS features", "label").cache()
 
 
-def _fit(data, hooks=None, **params):
+def _fit(data, hooks=(), **params):
     estimator = MLPClassifier(**{**FIT, **params})
-    estimator._test_hooks = hooks or {}
+    estimator._test_hooks = hooks
     return estimator.fit(data)
 
 
@@ -199,7 +200,7 @@ def test_a_lost_rank_is_started_again_and_the_fit_ends_as_if_uninterrupted(small
     capsys.readouterr()
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    restarted = _fit(small, {"kill_at_epoch": 3, "kill_rank": 1}, backend=backend, dataDir=str(data_dir))
+    restarted = _fit(small, [kill_at(3, rank=1)], backend=backend, dataDir=str(data_dir))
     printed = capsys.readouterr().out.splitlines()
     assert _same_weights(restarted, uninterrupted)
     assert [h["epoch"] for h in restarted.history] == [1, 2, 3, 4, 5] and restarted.epochsRun == [1, 2, 3, 4, 5]
@@ -221,7 +222,7 @@ def test_with_maxRestarts_0_a_lost_rank_fails_the_fit_at_once_naming_the_rank(sm
     began = time.monotonic()
     with pytest.raises(RuntimeError, match=r"^training failed: rank 0 on the driver \([^)]+\) was lost: its process \(pid \d+\) "
                                            r"ended without a result or an error; restarts are off \(maxRestarts=0\)$") as failure:
-        _fit(small, {"kill_at_epoch": 2, "kill_rank": 0}, backend="horovod", maxRestarts=0, verbose=0)
+        _fit(small, [kill_at(2, rank=0)], backend="horovod", maxRestarts=0, verbose=0)
     assert "Horovod has been shut down" not in str(failure.value)  # the survivor's error is a consequence
     assert time.monotonic() - began < 120
 
@@ -229,14 +230,14 @@ def test_with_maxRestarts_0_a_lost_rank_fails_the_fit_at_once_naming_the_rank(sm
 @pytest.mark.timeout(300)
 def test_ranks_lost_again_after_the_last_restart_fail_the_fit(small, capsys):
     with pytest.raises(RuntimeError, match=r"was lost: .*; after 1 restart\(s\) \(maxRestarts=1\)$"):
-        _fit(small, {"kill_at_epoch": 2, "kill_rank": 1, "kill_attempts": 2}, backend="horovod", maxRestarts=1)
+        _fit(small, [kill_at(2, rank=1, attempts=2)], backend="horovod", maxRestarts=1)
     assert len(RESTART_LINE.findall(capsys.readouterr().out)) == 1
 
 
 @pytest.mark.timeout(300)
 def test_an_exception_in_the_training_code_is_never_retried(small, capsys):
     with pytest.raises(RuntimeError, match=r"^training failed on rank 1 on the driver \([^)]+\): RuntimeError: injected failure at epoch 2"):
-        _fit(small, {"fail_at_epoch": 2, "fail_rank": 1}, backend="torch_distributor")
+        _fit(small, [fail_at(2, rank=1)], backend="torch_distributor")
     printed = capsys.readouterr().out
     assert "restart" not in printed and printed.count("epoch 1/5") == 1
 
@@ -248,7 +249,7 @@ def test_a_restart_never_resumes_from_a_checkpoint_an_earlier_fit_left(small, tm
     assert torch.load(os.path.join(directory, "checkpoint.pt"), weights_only=True)["epoch"] == 5
     uninterrupted = _fit(small, backend="horovod", verbose=0)
     # lost in epoch 1, before this fit wrote a checkpoint: it starts again from scratch, not from epoch 5
-    restarted = _fit(small, {"kill_at_epoch": 1, "kill_rank": 0}, backend="horovod", checkpointDir=directory, verbose=0)
+    restarted = _fit(small, [kill_at(1, rank=0)], backend="horovod", checkpointDir=directory, verbose=0)
     assert restarted.restarts[0]["resumedAfterEpoch"] == 0 and restarted.epochsRun == [1, 2, 3, 4, 5]
     assert _same_weights(restarted, uninterrupted) and not _same_weights(restarted, earlier)
 
@@ -262,7 +263,7 @@ def test_fits_running_at_once_each_restart_from_their_own_checkpoints(small):
     maps = [{}, {MLPClassifier.learningRate: 0.01}]
     expected = [MLPClassifier(**one_rank).copy(m).fit(small) for m in maps]
     estimator = MLPClassifier(**one_rank)
-    estimator._test_hooks = {"kill_at_epoch": 3}
+    estimator._test_hooks = [kill_at(3)]
     fits = estimator.fitMultiple(small, maps)
     with ThreadPool(2) as pool:
         models = dict(pool.imap_unordered(lambda _: next(fits), range(len(maps))))

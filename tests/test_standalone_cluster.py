@@ -1,69 +1,18 @@
 """sparkdl against a real standalone Spark cluster on 127.0.0.1: a master and one 2-core worker, or two 1-core workers."""
 
-import contextlib
 import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pyspark
 import pytest
+from spark_cluster import standalone as _standalone
 
 HERE = Path(__file__).resolve().parent
-SPARK_CLASS = Path(pyspark.__file__).parent / "bin" / "spark-class"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, seconds: float) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {seconds} s")
-
-
-@contextlib.contextmanager
-def _standalone(tmp_path, worker_cores):
-    """A master and one worker per entry of ``worker_cores``; yields (master URL, worker pids).
-
-    Both are stopped afterwards, also when the test fails.
-    """
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable,
-           "SPARK_WORKER_DIR": str(tmp_path / "work"), "SPARK_LOG_DIR": str(tmp_path)}
-    port = _free_port()
-    url = f"spark://127.0.0.1:{port}"
-    processes = []
-    try:
-        processes.append(subprocess.Popen(
-            [str(SPARK_CLASS), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-             "--port", str(port), "--webui-port", str(_free_port())],
-            env=env, stdout=open(tmp_path / "master.log", "w"), stderr=subprocess.STDOUT, start_new_session=True))
-        _wait_for_port(port, 60)
-        for i, cores in enumerate(worker_cores):
-            processes.append(subprocess.Popen(
-                [str(SPARK_CLASS), "org.apache.spark.deploy.worker.Worker", url, "--cores", str(cores), "--memory", "3g",
-                 "--host", "127.0.0.1", "--webui-port", str(_free_port())],
-                env=env, stdout=open(tmp_path / f"worker-{i}.log", "w"), stderr=subprocess.STDOUT, start_new_session=True))
-        yield url, [p.pid for p in processes[1:]]
-    finally:
-        for process in reversed(processes):
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=30)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from injected_faults import fail_at
 from sparkdl.data import materialize, open_shard
 from sparkdl.data.filesystems import normalize
 from sparkdl.data.shards import InMemoryShard, Prefetched, StreamingShard, plan_shard
@@ -146,7 +147,7 @@ def test_streamed_fit_learns_like_the_in_memory_fit_and_resumes_exactly(spark, d
 
     checkpointed = dict(params, shuffleBufferRows=200, checkpointDir=str(tmp_path / "ckpt"))
     failing = MLPClassifier(**checkpointed)
-    failing._test_hooks = {"fail_at_epoch": 3}
+    failing._test_hooks = [fail_at(3)]
     with pytest.raises(RuntimeError, match="injected failure"):
         failing.fit(train)
     resumed = MLPClassifier(resume=True, **checkpointed).fit(train)
@@ -231,7 +232,7 @@ def test_a_fit_with_data_on_s3_gives_the_weights_of_the_same_fit_on_a_local_dire
 def test_data_written_to_s3_is_deleted_after_a_failed_fit(spark, s3_dir):
     url, fs = s3_dir
     failing = MLPClassifier(dataDir=url, epochs=2, verbose=0, backend="local")
-    failing._test_hooks = {"fail_at_epoch": 1}
+    failing._test_hooks = [fail_at(1)]
     with pytest.raises(RuntimeError, match="injected failure"):
         failing.fit(_frame(spark, 50))
     assert _objects(fs) == ["sparkdl-test/fits/keep/mine.txt"]

@@ -14,6 +14,7 @@ import math
 import os
 import wave
 from typing import Iterator, Sequence
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pandas as pd
@@ -57,7 +58,7 @@ def read_wav(spark: SparkSession, path: str, sampleRate: int | None = None) -> D
         .load(path)
         .select("path", "content")
     )
-    _check_files(files, path, _empty_wav_files(spark, path))
+    _check_files(files, path)
     rate = None if sampleRate is None else int(sampleRate)
 
     def decode(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -95,28 +96,16 @@ def write_wav(samples: np.ndarray, path: str | os.PathLike, sampleRate: int) -> 
         out.writeframes(pcm.tobytes())
 
 
-def _empty_wav_files(spark: SparkSession, path: str) -> list[str]:
-    """The ``*.wav`` files of zero bytes at ``path`` (Spark's file sources skip them without a word)."""
-    jvm = spark.sparkContext._jvm
-    pattern = jvm.org.apache.hadoop.fs.Path(path)
-    fs = pattern.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    empty = []
-    for status in fs.globStatus(pattern) or []:
-        listing = fs.listFiles(status.getPath(), True)
-        while listing.hasNext():
-            file = listing.next()
-            if file.getLen() == 0 and file.getPath().getName().lower().endswith(".wav"):
-                empty.append(file.getPath().toString())
-    return empty
-
-
-def _check_files(files: DataFrame, path: str, empty: Sequence[str] = ()) -> None:
+def _check_files(files: DataFrame, path: str) -> None:
     """One job: count the files and gather the decoding errors, then raise on the driver."""
     checked = files.mapInPandas(_check_batches, _CHECK_SCHEMA)
     summary = checked.agg(
         F.count("*").alias("files"),
         F.collect_list(F.when(F.col("error").isNotNull(), F.concat_ws(": ", "path", "error"))).alias("errors"),
     ).first()
+    listed = files.inputFiles()
+    # Spark's file sources skip files of zero bytes without a word; the listing still holds them.
+    empty = _unread(files, listed) if summary["files"] < len(listed) else []
     if summary["files"] == 0 and not empty:
         raise ValueError(f"read_wav: no .wav files found at {path!r}")
     errors = summary["errors"] + [f"{file}: empty file (0 bytes)" for file in empty]
@@ -124,6 +113,19 @@ def _check_files(files: DataFrame, path: str, empty: Sequence[str] = ()) -> None
         shown = "\n  ".join(sorted(errors)[:_SHOWN_ERRORS])
         more = f"\n  ... and {len(errors) - _SHOWN_ERRORS} more" if len(errors) > _SHOWN_ERRORS else ""
         raise ValueError(f"read_wav: {len(errors)} file(s) cannot be read as integer PCM WAV:\n  {shown}{more}")
+
+
+def _unread(files: DataFrame, listed: Sequence[str]) -> list[str]:
+    """The files of ``listed`` (URIs) that ``files`` has no row for, named as its ``path`` column names files."""
+    read = {_file_uri(row["path"]) for row in files.select("path").collect()}
+    return [_file_uri(file) for file in listed if _file_uri(file) not in read]
+
+
+def _file_uri(uri: str) -> str:
+    """``uri`` as Hadoop's ``Path.toString`` writes it: ``file:/a b/c`` (not ``file:///a%20b/c``) for a local
+    file, others unchanged."""
+    parsed = urlparse(uri)
+    return f"file:{unquote(parsed.path)}" if parsed.scheme == "file" and not parsed.netloc else uri
 
 
 def _check_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:

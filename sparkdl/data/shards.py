@@ -39,7 +39,7 @@ import torch
 
 from sparkdl.data.filesystems import open_filesystem
 from sparkdl.data.materialize import FEATURES, IS_VALIDATION, LABEL, ParquetData
-from sparkdl.training.devices import to_device
+from sparkdl.devices import to_device
 
 # The shuffle buffer when ``bufferRows`` is None: as many rows as this many decoded bytes.
 SHUFFLE_BUFFER_BYTES = 64 * 1024 * 1024

@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sparkdl.estimators import inference
+from sparkdl.data import arrow
 from sparkdl.estimators.base import NamedTorchEstimator, TorchModel
 from sparkdl.estimators.params import declare, declared_defaults, stage
 from sparkdl.training.tasks import Reconstruction
@@ -66,9 +66,9 @@ class AutoencoderModel(TorchModel, _AutoencoderParams):
 
     def _output_columns(self):
         columns = [
-            ("embedding", self.getEmbeddingCol(), inference.dense_vectors, VectorUDT()),
-            ("reconstruction", self.getReconstructionCol(), inference.float_lists, T.ArrayType(T.FloatType())),
-            ("reconstructionError", self.getReconstructionErrorCol(), inference.doubles, T.DoubleType()),
+            ("embedding", self.getEmbeddingCol(), arrow.dense_vectors, VectorUDT()),
+            ("reconstruction", self.getReconstructionCol(), arrow.float_lists, T.ArrayType(T.FloatType())),
+            ("reconstructionError", self.getReconstructionErrorCol(), arrow.doubles, T.DoubleType()),
         ]
         return [c for c in columns if c[1]]
 

@@ -21,7 +21,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sparkdl import spark_internals
+from sparkdl import cluster, spark_internals
 from sparkdl.data.filesystems import is_file, join
 from sparkdl.data.materialize import materialize, petastorm_error
 from sparkdl.data.schema import (
@@ -42,7 +42,6 @@ from sparkdl.estimators.persistence import (
 )
 from sparkdl.estimators.params import TorchParams, check_declared, stage
 from sparkdl.training.backends import HOROVOD_SETUP, get_backend, horovod_error
-from sparkdl.training.backends.torch_distributor import whole_gpus_per_task
 from sparkdl.training.loop import GLOBAL_RNG_LOCK, build_network
 from sparkdl.training.restarts import run_with_restarts
 from sparkdl.training.spec import TrainSpec, training_values
@@ -84,7 +83,7 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
     """
 
     _model_class: type | None = None  # the Model class fit returns; set below
-    _test_hooks: dict[str, Any] = {}  # faults injected by tests, e.g. {"fail_at_epoch": 3}
+    _test_hooks: tuple[Any, ...] = ()  # callables each rank calls as hook(spec, rank, epoch) as an epoch begins: tests inject faults
 
     def __init__(self, **params: Any) -> None:
         super().__init__()
@@ -147,7 +146,7 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
 
     def _check_device(self) -> None:
         """What the driver can tell of ``device`` and ``precision`` before any job; ranks on a cluster check the rest."""
-        from sparkdl.training import devices
+        from sparkdl import devices
         from sparkdl.training.backends import resolve
 
         device, backend = self.getDevice(), resolve(self.getBackend())
@@ -159,17 +158,14 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
 
             if error := horovod_gpu_error():
                 raise ValueError(error)
-        if backend == "torch_distributor" and not whole_gpus_per_task(spark_internals.active_context()):
-            raise ValueError("device: 'cuda' with backend='torch_distributor' needs Spark's GPU scheduling "
-                             "(spark.task.resource.gpu.amount >= 1): TorchDistributor hides the GPUs from its ranks otherwise")
 
     def _num_proc(self, dataset: DataFrame) -> int:
         if self.getBackend() == "local":
             return 1
-        cores = dataset.sparkSession.sparkContext.defaultParallelism
         requested = self.getNumProc()
         if requested is None:
-            return cores
+            return cluster.task_slots(dataset.sparkSession)
+        cores = cluster.task_slots(dataset.sparkSession) if not cluster.is_connect(dataset.sparkSession) else requested
         if requested > cores:
             raise ValueError(
                 f"numProc: expected at most {cores} (the cores Spark has for tasks), found {requested}"
@@ -291,22 +287,21 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
             task=plan.task.name,
             progressBar=bool(self.getVerbose()) and _interactive(),
             initWeights=plan.initWeights,
-            testHooks=dict(self._test_hooks),
+            epochHooks=tuple(_pickle_factory(hook) for hook in self._test_hooks),
             runId=uuid.uuid4().hex,
             **training_values(self.getOrDefault, plan.task.default_loss),
         )
 
-    def _train(self, data, plan: FitPlan) -> "TorchModel":
+    def _train(self, data, plan: FitPlan, spark) -> "TorchModel":
         spec = self._spec(data, plan)
-        backend = get_backend(self.getBackend(), plan.numProc, self.getVerbose())
+        backend = get_backend(self.getBackend(), plan.numProc, self.getVerbose(), spark=spark)
         restarts: list[dict[str, Any]] = []
-        context = spark_internals.active_context()
-        if backend.name == "local" or context is None:  # one process; or a Spark Connect client, which ranks may not reach
+        if backend.name == "local":
             result = backend.run(spec)
         else:
             if self.getMaxRestarts() and spec.checkpointDir is None:  # restarted ranks resume from there
                 spec = replace(spec, checkpointDir=join(data.root, f"checkpoints-{spec.runId}"))
-            result, restarts = run_with_restarts(backend, spec, context, self.getMaxRestarts(), self.getRestartTimeout())
+            result, restarts = run_with_restarts(backend, spec, cluster.context(spark), self.getMaxRestarts(), self.getRestartTimeout())
         model = (self._model_class or TorchModel)._from_training(spec, result)
         model.restarts = restarts
         model.initReport = plan.initReport
@@ -320,7 +315,7 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
     def _fit(self, dataset: DataFrame) -> "TorchModel":
         plan = self._plan(dataset)
         with self._materialize(dataset, plan.summary) as data:
-            return self._train(data, plan)
+            return self._train(data, plan, dataset.sparkSession)
 
     def fitMultiple(self, dataset: DataFrame, paramMaps):
         """Fit one model per param map, materialising the training data once for all of them.
@@ -362,7 +357,7 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
 
     def copy(self, extra=None):
         copied = super().copy(extra)
-        copied._test_hooks = dict(self._test_hooks)
+        copied._test_hooks = tuple(self._test_hooks)
         return copied
 
 
@@ -400,7 +395,7 @@ class _SharedDataFits:
                 raise
         estimator = self.estimators[index]
         try:
-            model = estimator._train(self.data, estimator._plan(self.dataset, self.summary))
+            model = estimator._train(self.data, estimator._plan(self.dataset, self.summary), self.dataset.sparkSession)
         except BaseException:
             self.close()
             raise

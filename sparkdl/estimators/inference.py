@@ -1,25 +1,31 @@
 """Batched inference next to the data: ``mapInArrow`` over Arrow record batches.
 
-The features arrive as one Arrow list column; its flat value buffer is
-reshaped straight into a numpy array (no per-row Python objects), pushed
-through the network in chunks of ``inferenceBatchSize`` under
-``torch.inference_mode``, and the outputs are appended as Arrow columns.
-MLlib vectors are produced directly in their Arrow layout. A row of another
-length than the fitted input, or a NaN or infinite value, fails the task
-with an error naming the column (null rows give null outputs).
+The features arrive as one Arrow list column, decoded straight from its flat
+value buffer (``sparkdl.data.arrow``), pushed through the network in chunks
+of ``inferenceBatchSize`` under ``torch.inference_mode``, and the outputs are
+appended as Arrow columns. A row of another length than the fitted input, or
+a NaN or infinite value, fails the task with an error naming the column
+(null rows give null outputs).
 
-The network is built once per Python worker and device: a small cache
-keyed by the model's uid, weights token and device keeps it across batches,
-tasks and jobs. On a GPU (``sparkdl.training.devices``: the one Spark
-assigned to the task) each chunk is copied there, checked for NaN and
+The weights reach the executors once (``share_network``): as a broadcast on
+a classic session; under Spark Connect, whose plans must stay small (a
+message is capped at 128 MiB by default), as a file artifact of the session
+named by the SHA-256 of its content, checked against that hash before it is
+loaded. The network is built once per Python worker and device: a small
+cache keyed by the model's uid, weights token and device keeps it across
+batches, tasks and jobs. On a GPU (``sparkdl.devices``: the one
+Spark assigned to the task) each chunk is copied there, checked for NaN and
 infinity there, run under the model's ``precision`` and its outputs copied
 back in one wait, then into Arrow.
 
-Nothing here imports pyspark: the same functions score on a host without Spark.
+Nothing here imports pyspark at import time: the same functions score on a
+host without Spark.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 import warnings
 from collections import OrderedDict
@@ -27,39 +33,75 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+
+from sparkdl.data import arrow
 
 CACHE_SIZE = 4
 _cache: "OrderedDict[str, Any]" = OrderedDict()
 _cache_lock = threading.Lock()
 
-# The Arrow layout of pyspark.ml.linalg.VectorUDT (type 1 = dense).
-VECTOR_TYPE = pa.struct(
-    [
-        pa.field("type", pa.int8(), False),
-        pa.field("size", pa.int32()),
-        pa.field("indices", pa.list_(pa.field("element", pa.int32(), False))),
-        pa.field("values", pa.list_(pa.field("element", pa.float64(), False))),
-    ]
-)
-FLOAT_LIST = pa.list_(pa.field("element", pa.float32()))
+WEIGHTS_ARTIFACT = "sparkdl-weights-{}.safetensors"
+# (Connect session id, SHA-256) of the weights this client has added to a session as artifacts
+_uploaded: set[tuple[str, str]] = set()
+_upload_lock = threading.Lock()
 
 
-class Shipped:
-    """A value that travels inside the task closure, for sessions without broadcasts (Spark Connect)."""
+class WeightsArtifact:
+    """A network for the tasks of a Spark Connect session: its architecture travels with the tasks, its
+    weights as a file artifact of the session named by their SHA-256; read on an executor as ``.value``."""
 
-    def __init__(self, value: Any) -> None:
-        self.value = value
+    def __init__(self, architecture: dict[str, Any], sha256: str) -> None:
+        self.architecture = architecture
+        self.sha256 = sha256
+
+    @property
+    def name(self) -> str:
+        return WEIGHTS_ARTIFACT.format(self.sha256)
+
+    @property
+    def value(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(architecture, weights), the weights read from this executor's copy of the artifact once its
+        content matches the hash."""
+        from pyspark import SparkFiles
+        from safetensors.numpy import load_file
+
+        from sparkdl.estimators.persistence import sha256_file
+
+        path = SparkFiles.get(self.name)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"weights artifact {self.name!r}: not found on this executor at {path!r}; "
+                                    "expected the file the client added to the session (spark.addArtifacts)")
+        found = sha256_file(path)
+        if found != self.sha256:
+            raise ValueError(f"weights artifact {self.name!r}: expected content with SHA-256 {self.sha256}, "
+                             f"found {found} at {path!r} (modified or truncated)")
+        return self.architecture, load_file(path)
 
 
-def share(spark, value: Any):
-    """``value`` for every task of ``spark``'s jobs: a broadcast (sent once per executor) where the
-    session has a SparkContext, else shipped with the tasks; either way read as ``.value``."""
+def share_network(spark, architecture: dict[str, Any], weights: dict[str, np.ndarray]):
+    """``(architecture, weights)`` for every task of ``spark``'s jobs, read there as ``.value``: a broadcast
+    (sent once per executor) where the session has a SparkContext, else a ``WeightsArtifact``."""
     try:
         context = spark.sparkContext
     except Exception:  # a Spark Connect session has no SparkContext
-        return Shipped(value)
-    return context.broadcast(value)
+        return ship_weights(spark, architecture, weights)
+    return context.broadcast((architecture, weights))
+
+
+def ship_weights(spark, architecture: dict[str, Any], weights: dict[str, np.ndarray]) -> WeightsArtifact:
+    """Add ``weights`` to the Connect session ``spark`` as a file artifact named by their SHA-256 (once per
+    session and content), so that no plan carries them."""
+    from sparkdl.estimators.persistence import WEIGHTS, save_weights
+
+    with tempfile.TemporaryDirectory(prefix="sparkdl-weights-") as directory:  # private to this user
+        shipped = WeightsArtifact(architecture, save_weights(directory, weights))
+        with _upload_lock:
+            if (spark.session_id, shipped.sha256) not in _uploaded:
+                path = os.path.join(directory, shipped.name)
+                os.rename(os.path.join(directory, WEIGHTS), path)
+                spark.addArtifacts(path, file=True)
+                _uploaded.add((spark.session_id, shipped.sha256))
+    return shipped
 
 
 def cached_network(key: str, load: Callable[[], Any]):
@@ -74,33 +116,6 @@ def cached_network(key: str, load: Callable[[], Any]):
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
     return network
-
-
-def dense_vectors(values: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
-    """Rows of a 2-D array as an Arrow column of MLlib dense vectors."""
-    n, width = values.shape
-    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * width)
-    flat = pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1).astype(np.float64, copy=False)), type=VECTOR_TYPE.field("values").type)
-    mask = None if valid is None else pa.array(~valid)
-    return pa.StructArray.from_arrays(
-        [pa.array(np.ones(n, np.int8)), pa.nulls(n, pa.int32()), pa.nulls(n, VECTOR_TYPE.field("indices").type), flat],
-        fields=list(VECTOR_TYPE),
-        mask=mask,
-    )
-
-
-def float_lists(values: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
-    n = len(values)
-    width = int(np.prod(values.shape[1:])) if values.ndim > 1 else 1
-    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * width)
-    array = pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1).astype(np.float32)), type=FLOAT_LIST)
-    if valid is not None and not valid.all():
-        array = pa.array(array.to_pylist(), type=FLOAT_LIST, mask=~valid)
-    return array
-
-
-def doubles(values: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
-    return pa.array(values.astype(np.float64, copy=False), mask=None if valid is None else ~valid)
 
 
 def load_network(architecture: dict[str, Any], weights: dict[str, np.ndarray] | None, device: Any = None):
@@ -131,12 +146,12 @@ def forward(net, x: np.ndarray, task, thresholds: list[float] | None = None, pre
 
     With ``label`` the inputs are checked for NaN and infinite values where
     they are computed on (one pass there instead of one on the host), before
-    the network runs: an ``InputError`` starting with ``label`` says how
+    the network runs: an ``arrow.InputError`` starting with ``label`` says how
     many. On a GPU the outputs come back in one wait for the device.
     """
     import torch
 
-    from sparkdl.training import devices
+    from sparkdl import devices
 
     device = next(net.parameters()).device
     with torch.inference_mode(), warnings.catch_warnings():
@@ -145,7 +160,7 @@ def forward(net, x: np.ndarray, task, thresholds: list[float] | None = None, pre
         inputs = devices.to_device(torch.from_numpy(x), device)
         # before the network: one that turns values into indices would fail on NaN with an error of its own
         if label is not None and not bool(torch.isfinite(inputs).all()):
-            raise _not_finite(label, int((~torch.isfinite(inputs)).sum()))
+            raise arrow.not_finite(label, int((~torch.isfinite(inputs)).sum()))
         with devices.autocast(precision, device):
             outputs = task.outputs(net, inputs, thresholds)
         on_gpu = device.type == "cuda"
@@ -154,80 +169,6 @@ def forward(net, x: np.ndarray, task, thresholds: list[float] | None = None, pre
         if on_gpu:
             torch.cuda.current_stream(device).synchronize()
         return {k: v.numpy() for k, v in host.items()}
-
-
-class InputError(ValueError):
-    """Rows a fitted model cannot score: arrays of another length, NaN or infinite values."""
-
-
-def features_matrix(column: pa.Array, width: int, label: str = "features",
-                    check_finite: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """An Arrow list or vector column as a float32 (rows, width) matrix and a validity mask.
-
-    Rows that are null come back as zeros, flagged False in the mask (None
-    when every row is valid). A row of another length than ``width``, or
-    (with ``check_finite``) a NaN, infinite or null element, raises an
-    ``InputError`` whose message starts with ``label``.
-    """
-    finite = _finite if check_finite else (lambda matrix, _: matrix)
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    valid = None if column.null_count == 0 else np.asarray(column.is_valid())
-    if pa.types.is_struct(column.type):  # an MLlib vector
-        kinds = column.field("type").to_numpy(zero_copy_only=False)
-        if valid is None and (kinds == 1).all():
-            column = column.field("values")
-        else:
-            return finite(_vectors_to_matrix(column, width, valid, label), label), valid
-    _check_lengths(pc.list_value_length(column), width, label)
-    if valid is not None:
-        column = column.fill_null(pa.scalar([0.0] * width, column.type))
-    flat = column.flatten().to_numpy(zero_copy_only=False)
-    return finite(flat.astype(np.float32, copy=False).reshape(len(column), width), label), valid
-
-
-def _check_lengths(lengths: pa.Array, width: int, label: str) -> None:
-    lengths = lengths.fill_null(width)
-    bounds = pc.min_max(lengths)
-    if bounds["min"].as_py() in (None, width) and bounds["max"].as_py() in (None, width):
-        return
-    found = np.unique(lengths.to_numpy(zero_copy_only=False))
-    wrong = found[found != width]
-    if len(wrong):
-        raise InputError(f"{label}: expected arrays of length {width} as in fit, found length {_lengths(wrong)}")
-
-
-def _lengths(values) -> str:
-    shown = ", ".join(str(int(v)) for v in sorted(values)[:5])
-    return shown + (", ..." if len(values) > 5 else "")
-
-
-def _finite(matrix: np.ndarray, label: str) -> np.ndarray:
-    if np.isfinite(matrix.sum()):  # one pass, nothing allocated; NaN and infinity propagate to the sum
-        return matrix
-    bad = matrix.size - np.count_nonzero(np.isfinite(matrix))  # or the sum overflowed: count exactly
-    if bad:
-        raise _not_finite(label, bad)
-    return matrix
-
-
-def _not_finite(label: str, bad: int) -> InputError:
-    return InputError(f"{label}: expected finite values, found {bad} NaN/infinite/null elements")
-
-
-def _vectors_to_matrix(column: pa.StructArray, width: int, valid: np.ndarray | None, label: str) -> np.ndarray:
-    matrix = np.zeros((len(column), width), np.float32)
-    for i, row in enumerate(column.to_pylist()):
-        if row is None:
-            continue
-        size = len(row["values"]) if row["type"] == 1 else row["size"]
-        if size != width:
-            raise InputError(f"{label}: expected vectors of size {width} as in fit, found size {size}")
-        if row["type"] == 1:
-            matrix[i] = row["values"]
-        else:
-            matrix[i, row["indices"]] = row["values"]
-    return matrix
 
 
 def predict_batches(
@@ -251,7 +192,7 @@ def predict_batches(
     """
     label = label or f"column {features!r}"
     for batch in batches:
-        x, valid = features_matrix(batch.column(batch.schema.get_field_index(features)), width, label, check_finite)
+        x, valid = arrow.features_matrix(batch.column(batch.schema.get_field_index(features)), width, label, check_finite)
         starts = range(0, len(x), batch_size) if len(x) else [0]
         chunks = [network(x[i : i + batch_size]) for i in starts]
         columns, names = list(batch.columns), list(batch.schema.names)

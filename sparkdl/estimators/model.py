@@ -1,8 +1,9 @@
 """``TorchModel``: a fitted torch network as a Spark Transformer, saved without pickle.
 
 ``transform`` runs the network in Arrow batches next to the data (see
-``sparkdl.estimators.inference``); the weights travel once per executor as a
-broadcast and the network is built once per Python worker.
+``sparkdl.estimators.inference``); the weights travel once per executor (a
+broadcast, or under Spark Connect a file artifact named by their SHA-256) and
+the network is built once per Python worker.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
         self.restarts: list[dict[str, Any]] = []
         # where each rank trained: {"rank", "host", "device", "gpuAddress"} (the GPU Spark assigned, or None)
         self.rankDevices: list[dict[str, Any]] = []
-        self._broadcast = None
+        self._shared: tuple[Any, Any, str] | None = None  # (session and weights it was made for, payload, cache key)
 
     @classmethod
     def _from_training(cls, spec: TrainSpec, result) -> "TorchModel":
@@ -192,10 +193,15 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
         return model
 
     # -- transform ----------------------------------------------------------------
-    def _payload(self, spark):
-        if self._broadcast is None:
-            self._broadcast = inference.share(spark, (self.architectureSpec, self.weights))
-        return self._broadcast
+    def _payload(self, spark) -> tuple[Any, str]:
+        """What the tasks read (architectureSpec, weights) from, as ``.value`` (``inference.share_network``),
+        and the key of the network in each Python worker's cache; made once per session and weights."""
+        made_for = (id(spark), id(self.weights))
+        if self._shared is None or self._shared[0] != made_for:
+            payload = inference.share_network(spark, self.architectureSpec, self.weights)
+            token = payload.sha256 if isinstance(payload, inference.WeightsArtifact) else id(self.weights)
+            self._shared = (made_for, payload, f"{self.uid}-{token}")
+        return self._shared[1], self._shared[2]
 
     def _output_columns(self) -> list[tuple[str, str, Any, T.DataType]]:
         """(network output, column name, Arrow encoder, Spark type) for each added column."""
@@ -215,7 +221,7 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
         """(device, precision) for transform, checked on the driver where it can tell (``cuda`` with no
         GPU in local mode, float16 on the CPU); each scoring task checks again on its executor."""
         from sparkdl import spark_internals
-        from sparkdl.training import devices
+        from sparkdl import devices
 
         device, precision = self.getDevice(), self.getPrecision()
         for name in ("device", "precision"):
@@ -236,7 +242,7 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
             if name in dataset.columns:
                 raise ValueError(f"output column {name!r} already exists in the DataFrame; choose another name")
         schema = T.StructType(dataset.schema.fields + [T.StructField(name, t, True) for _, name, _, t in columns])
-        payload, key = self._payload(dataset.sparkSession), f"{self.uid}-{id(self.weights)}"
+        payload, key = self._payload(dataset.sparkSession)
         shape = tuple(self.architectureSpec["inputShape"])
         width = math.prod(shape)
         batch_size, task, thresholds = self.getInferenceBatchSize(), self._trained_task(), self._checked_thresholds()
@@ -248,7 +254,7 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
             import torch
             from pyspark import TaskContext
 
-            from sparkdl.training import devices
+            from sparkdl import devices
 
             context = TaskContext.get()
             torch.set_num_threads(max(1, context.cpus() if context else 1))

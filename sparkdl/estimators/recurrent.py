@@ -70,10 +70,10 @@ class RNNRegressorModel(TorchModel, _RNNParams):
             return super()._output_columns()
         from pyspark.sql import types as T
 
-        from sparkdl.estimators import inference
+        from sparkdl.data import arrow
 
         # one value (or several) per time step: always an array, even with one output per step
-        return [("prediction", self.getPredictionCol(), inference.float_lists, T.ArrayType(T.FloatType()))]
+        return [("prediction", self.getPredictionCol(), arrow.float_lists, T.ArrayType(T.FloatType()))]
 
 
 @stage

@@ -104,7 +104,7 @@ class Seq2SeqModel(TorchModel, _Seq2SeqParams):
             if name in dataset.columns:
                 raise ValueError(f"output column {name!r} already exists in the DataFrame; choose another name")
         schema = T.StructType(dataset.schema.fields + [T.StructField(name, t, True) for name, t in added])
-        payload, key = self._payload(dataset.sparkSession), f"{self.uid}-{id(self.weights)}"
+        payload, key = self._payload(dataset.sparkSession)
         arguments = self.architectureSpec["architectureParams"]
         options = {
             "decoding": self.getDecoding(), "beamWidth": self.getBeamWidth(), "lengthPenalty": self.getLengthPenalty(),
@@ -118,7 +118,7 @@ class Seq2SeqModel(TorchModel, _Seq2SeqParams):
             import torch
             from pyspark import TaskContext
 
-            from sparkdl.training import devices
+            from sparkdl import devices
 
             context = TaskContext.get()
             torch.set_num_threads(max(1, context.cpus() if context else 1))

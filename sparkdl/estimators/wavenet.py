@@ -18,8 +18,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from sparkdl.data import arrow
 from sparkdl.data.schema import DataSummary, column_type, is_numeric_array
-from sparkdl.estimators import inference
 from sparkdl.estimators.base import NamedTorchEstimator, TorchModel
 from sparkdl.estimators.params import declare, declared_defaults, stage
 from sparkdl.training.declared import Declared, Interval, optional, to_int, to_string
@@ -121,8 +121,8 @@ class WaveNetModel(_ConditionedInput, TorchModel, _WaveNetParams):
 
     def _output_columns(self):
         columns = [
-            ("prediction", self.getPredictionCol(), inference.doubles, T.DoubleType()),
-            ("logLikelihood", self.getLogLikelihoodCol(), inference.doubles, T.DoubleType()),
+            ("prediction", self.getPredictionCol(), arrow.doubles, T.DoubleType()),
+            ("logLikelihood", self.getLogLikelihoodCol(), arrow.doubles, T.DoubleType()),
         ]
         return [c for c in columns if c[1]]
 
@@ -148,7 +148,7 @@ class WaveNetModel(_ConditionedInput, TorchModel, _WaveNetParams):
         sample, in numpy on the CPU: per-call overhead dominates such small steps);
         ``fast=False`` recomputes the receptive field for each sample on the model's ``device``.
         """
-        from sparkdl.training import devices
+        from sparkdl import devices
 
         mu = self.getMu()
         classes = None if prime is None else mulaw_encode(prime, mu)

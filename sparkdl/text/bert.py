@@ -34,12 +34,12 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
-from sparkdl import spark_internals
+from sparkdl import devices, spark_internals
+from sparkdl.data import arrow
 from sparkdl.data.schema import column_type
 from sparkdl.estimators import inference
 from sparkdl.estimators.params import add_accessors
 from sparkdl.text.encoder import Encoder, embed_texts
-from sparkdl.training import devices
 
 
 LAYER_STRATEGIES = ("last", "second_to_last", "sum_last_four", "concat_last_four", "sum_all", "embeddings")
@@ -194,12 +194,12 @@ def encode_features(features: Any, valid: np.ndarray, width: int, pooling: str, 
         if as_vectors:
             matrix = np.zeros((len(valid), width), np.float32)
             matrix[valid] = features
-            return inference.dense_vectors(matrix, None if valid.all() else valid)
+            return arrow.dense_vectors(matrix, None if valid.all() else valid)
         return _lists(_spread([width] * len(features), valid), pa.array(features.reshape(-1), _FLOAT), valid)
     tokens = np.concatenate(features) if features else np.zeros((0, width), np.float32)
     all_valid = np.ones(len(tokens), dtype=bool)
     if as_vectors:
-        per_token = inference.dense_vectors(tokens)
+        per_token = arrow.dense_vectors(tokens)
     else:
         per_token = _lists(np.full(len(tokens), width), pa.array(tokens.reshape(-1), _FLOAT), all_valid)
     return _lists(_spread([len(f) for f in features], valid), per_token, valid)

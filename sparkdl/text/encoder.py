@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from sparkdl.training import devices
+from sparkdl import devices
 
 logger = logging.getLogger("sparkdl.text.bert")
 

@@ -172,12 +172,19 @@ class TorchDistributedCollective(LocalCollective):
     GPU and this process sees one, else Gloo.
     """
 
-    def __init__(self, device: str = "auto") -> None:
+    def __init__(self, device: str = "auto", store: Any = None, timeout_s: float | None = None) -> None:
+        import datetime
+
         import torch.distributed as dist
 
         if not dist.is_initialized():
+            # With a store: rank and world size from RANK and WORLD_SIZE; without: the env:// rendezvous.
+            options: dict[str, Any] = {} if store is None else {
+                "store": store, "rank": int(os.environ["RANK"]), "world_size": int(os.environ["WORLD_SIZE"])}
+            if timeout_s is not None:
+                options["timeout"] = datetime.timedelta(seconds=timeout_s)
             with collective_call("torch.distributed init_process_group"):
-                dist.init_process_group("nccl" if device != "cpu" and torch.cuda.is_available() else "gloo")
+                dist.init_process_group("nccl" if device != "cpu" and torch.cuda.is_available() else "gloo", **options)
         self.dist = dist
         self.rank, self.size = dist.get_rank(), dist.get_world_size()
         self.local_rank = int(os.environ.get("LOCAL_RANK", 0))

@@ -8,27 +8,27 @@ nothing of Horovod or torch.distributed.
 from __future__ import annotations
 
 import copy
-import errno
 import hashlib
 import inspect
 import io
 import math
 import os
-import signal
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import cloudpickle
 import numpy as np
 import pyarrow.fs as pafs
 import torch
 import torch.nn as nn
 
+from sparkdl import devices
 from sparkdl.data.filesystems import open_filesystem
 from sparkdl.data.shards import epoch_rows, open_shard
-from sparkdl.training import devices
-from sparkdl.training.reports import Reporter, executor_identity
+from sparkdl.spark_internals import executor_identity
+from sparkdl.training.reports import Reporter
 from sparkdl.training.spec import TrainSpec
 from sparkdl.training.tasks import get_task
 from sparkdl.training.transfer import is_frozen
@@ -68,8 +68,6 @@ class TrainResult:
 def build_network(spec: TrainSpec) -> nn.Module:
     """The torch module a spec describes (from the registry or a user's factory)."""
     if isinstance(spec.architecture, bytes):
-        import cloudpickle
-
         factory = cloudpickle.loads(spec.architecture)
         accepted = inspect.signature(factory).parameters
         kwargs = {k: v for k, v in (("inputShape", list(spec.inputShape)), ("outputSize", spec.outputSize)) if k in accepted}
@@ -126,9 +124,39 @@ def train(spec: TrainSpec, comm, reporter: Reporter | None = None) -> TrainResul
     """Train on this rank's shard; every rank returns, rank 0 with the weights.
 
     Rank 0 reports its epochs, progress and checkpoints to ``reporter`` (by
-    default it prints them: the local backend runs on the driver).
+    default it prints them: the local backend runs on the driver). As each
+    epoch begins, every rank calls ``spec.epochHooks``.
     """
     reporter = reporter or Reporter(None, comm.rank)
+    rank = RankTraining(spec, comm)
+    stopping = EarlyStopping(spec.earlyStoppingPatience, spec.earlyStoppingMetric, rank.task.maximizes(spec.earlyStoppingMetric))
+    start_epoch, history = _resume(rank, stopping)
+    rank.share()
+    hooks = [cloudpickle.loads(hook) for hook in spec.epochHooks]
+    epochs_run: list[int] = []
+
+    for epoch in range(start_epoch, spec.epochs):
+        began = time.perf_counter()
+        rank.freeze_for(epoch)
+        for hook in hooks:
+            hook(spec, comm.rank, epoch + 1)
+        record = rank.train_epoch(epoch, reporter, first=epoch == start_epoch)
+        record["seconds"] = time.perf_counter() - began
+        history.append(record)
+        epochs_run.append(epoch + 1)
+        stop = rank.validating and stopping.update(record, rank.model)
+        if comm.rank == 0:
+            _end_epoch(rank, reporter, history, stopping.best)
+        if stop:
+            break
+
+    if rank.validating:
+        stopping.restore_best(rank.model)
+    return rank.result(history, stopping.best["epoch"], epochs_run)
+
+
+def _place(spec: TrainSpec, comm) -> tuple[torch.device, list[str] | None]:
+    """This rank's torch threads and device, handed to ``comm``; and the GPU addresses Spark assigned to its task."""
     threads = spec.threads or max(1, (os.cpu_count() or 1) // max(1, comm.local_size))
     torch.set_num_threads(threads)
     gpus = devices.spark_gpu_addresses()
@@ -139,35 +167,122 @@ def train(spec: TrainSpec, comm, reporter: Reporter | None = None) -> TrainResul
         device = torch.device("cpu")  # device="auto": a GPU this runtime cannot reduce on is no use
     devices.check_precision(spec.precision, device)
     comm.use_device(device)
-    task = get_task(spec.task)
-    shard = open_shard(spec.data, comm.rank, comm.size, task, spec.inputShape, spec.shuffleBufferRows, spec.dataLoader, device)
-    # Every rank runs the same number of steps: shards shorter than the longest
-    # wrap around to its length, so no rank waits alone in an allreduce.
-    rows_per_epoch, validating = epoch_rows(spec.data, comm.size), spec.data.validation_rows > 0
-    if rows_per_epoch == 0:
-        raise ValueError("no training rows left after the validation split")
-    steps = math.ceil(rows_per_epoch / spec.batchSize)
+    return device, gpus
 
-    torch.manual_seed(spec.seed)
-    model = build_network(spec)
-    if spec.initWeights:
-        model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in spec.initWeights.items()}, strict=False)
-    model.to(device)
-    scaler = devices.grad_scaler(spec.precision, device)
-    frozen = {name for name, _ in model.named_parameters() if is_frozen(name, spec.freeze)}
-    optimizer = make_optimizer(spec, _param_groups(spec, model, frozen))
-    history: list[dict[str, float]] = []
-    start_epoch, best = 0, {"epoch": None, "metric": None, "state": None, "bad_epochs": 0}
+
+class RankTraining:
+    """One rank's device, data shard, network and optimizer; it trains one epoch at a time."""
+
+    def __init__(self, spec: TrainSpec, comm) -> None:
+        self.spec, self.comm = spec, comm
+        self.device, self.gpus = _place(spec, comm)
+        self.task = get_task(spec.task)
+        self.shard = open_shard(spec.data, comm.rank, comm.size, self.task, spec.inputShape, spec.shuffleBufferRows, spec.dataLoader,
+                                self.device)
+        # Every rank runs the same number of steps: shards shorter than the longest
+        # wrap around to its length, so no rank waits alone in an allreduce.
+        self.rows_per_epoch, self.validating = epoch_rows(spec.data, comm.size), spec.data.validation_rows > 0
+        if self.rows_per_epoch == 0:
+            raise ValueError("no training rows left after the validation split")
+        self.steps = math.ceil(self.rows_per_epoch / spec.batchSize)
+        torch.manual_seed(spec.seed)
+        self.model = build_network(spec)
+        if spec.initWeights:
+            self.model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in spec.initWeights.items()}, strict=False)
+        self.model.to(self.device)
+        self.scaler = devices.grad_scaler(spec.precision, self.device)
+        self.frozen = {name for name, _ in self.model.named_parameters() if is_frozen(name, spec.freeze)}
+        self.optimizer = make_optimizer(spec, _param_groups(spec, self.model, self.frozen))
+        self.network, self.frozen_now = self.model, False
+
+    def share(self) -> None:
+        """Give every rank rank 0's weights and optimizer state, and wrap both for the collective."""
+        self.comm.broadcast_state(self.model, self.optimizer)
+        self.network, self.optimizer = self.comm.wrap(self.model, self.optimizer)
+
+    def freeze_for(self, epoch: int) -> None:
+        """Fix or release the ``freeze`` parameters as ``epoch`` (0-based) needs them."""
+        if self.frozen and self.frozen_now != _frozen_at(self.spec, epoch):
+            self.frozen_now = _frozen_at(self.spec, epoch)
+            self.network = self.comm.set_trainable(self.model, self.network, {n for n in self.frozen if self.frozen_now})
+
+    def train_epoch(self, epoch: int, reporter: Reporter, first: bool) -> dict[str, float]:
+        """Train ``epoch`` (0-based); its record: the epoch's number and its metrics, summed over every rank."""
+        spec, comm, task, model = self.spec, self.comm, self.task, self.model
+        seed = _epoch_seed(spec.seed, epoch, comm.rank)
+        torch.manual_seed(seed)
+        self.network.train()
+        sums = EpochSums()
+        bar = ProgressBar(epoch + 1, spec.epochs, self.steps, reporter) if spec.progressBar and spec.verbose and comm.rank == 0 else None
+        for step, (xb, yb) in enumerate(self.shard.batches(seed, self.rows_per_epoch, spec.batchSize)):
+            if step == 0 and first and comm.rank == 0:
+                reporter.first_step(epoch + 1)
+            with devices.autocast(spec.precision, self.device):
+                output, yb = task.scored(model, self.network(xb), xb, yb)
+            # in float32, outside autocast, which refuses some losses (binary cross entropy) on a GPU
+            loss = task.loss(spec.lossFunction, output.float(), yb, model, spec.classWeights)
+            self.optimizer.zero_grad()
+            comm.backward(self.scaler.scale(loss))
+            comm.step(self.optimizer, model, spec.gradientClipNorm, self.scaler)
+            sums.add(loss.detach(), len(output), task.metric_sum(model, output.detach(), yb))
+            if bar is not None:
+                bar.update(step + 1, sums)
+        comm.average_buffers(model)
+        record = {"epoch": epoch + 1, **task.metrics(comm.allreduce_sum(sums.total()), "")}
+        if self.validating:
+            record.update(task.metrics(comm.allreduce_sum(evaluate(spec, model, self.shard.validation(), self.device)), "val_"))
+        return record
+
+    def result(self, history: list[dict[str, float]], best_epoch: int | None, epochs_run: list[int]) -> TrainResult:
+        """What this rank returns; rank 0's holds the weights."""
+        comm, model = self.comm, self.model
+        weights = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()} if comm.rank == 0 else None
+        slots = np.zeros(comm.size)
+        slots[comm.rank] = history[-1]["epoch"] if history else 0
+        rank_epochs = [int(e) for e in comm.allreduce_sum(slots)]
+        rank_devices = comm.gather(devices.describe(comm.rank, self.device, self.gpus, executor_identity()[1]))
+        return TrainResult(weights, history, best_epoch, comm.rank, _rank_digests(model, comm), rank_epochs, epochs_run, rank_devices)
+
+
+class EarlyStopping:
+    """The best epoch so far by ``metric`` and whether ``patience`` epochs without improvement have passed.
+
+    ``best`` is kept in checkpoints as it is: its epoch, metric, weights and the epochs since.
+    """
+
+    def __init__(self, patience: int | None, metric: str, maximize: bool) -> None:
+        self.patience, self.metric, self.maximize = patience, metric, maximize
+        self.best: dict[str, Any] = {"epoch": None, "metric": None, "state": None, "bad_epochs": 0}
+
+    def update(self, record: dict[str, float], model: nn.Module) -> bool:
+        """Take in an epoch's ``record``, keeping ``model``'s weights if it is the best; whether to stop now."""
+        metric, best = record[self.metric], self.best
+        if best["metric"] is None or (metric > best["metric"] if self.maximize else metric < best["metric"]):
+            self.best = {"epoch": record["epoch"], "metric": metric, "state": copy.deepcopy(model.state_dict()), "bad_epochs": 0}
+            return False
+        best["bad_epochs"] += 1
+        return self.patience is not None and best["bad_epochs"] >= self.patience
+
+    def restore_best(self, model: nn.Module) -> None:
+        """With a patience, put the best epoch's weights back into ``model``."""
+        if self.best["state"] is not None and self.patience is not None:
+            model.load_state_dict(self.best["state"])
+
+
+def _resume(rank: RankTraining, stopping: EarlyStopping) -> tuple[int, list[dict[str, float]]]:
+    """With ``resume``, load this fit's last checkpoint into ``rank`` and ``stopping``: the epochs done and their history."""
+    spec, comm = rank.spec, rank.comm
     checkpoint = load_checkpoint(spec.checkpointDir) if (spec.resume and spec.checkpointDir) else None
     if checkpoint is not None and spec.resumeRun is not None and checkpoint.get("run") != spec.resumeRun:
         checkpoint = None  # written by an earlier fit, before this one wrote its first
+    start_epoch, history = 0, []
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        rank.model.load_state_dict(checkpoint["model"])
+        rank.optimizer.load_state_dict(checkpoint["optimizer"])
         if checkpoint.get("scaler"):  # a disabled scaler (precision 32 or bf16-mixed) saved nothing
-            scaler.load_state_dict(checkpoint["scaler"])
+            rank.scaler.load_state_dict(checkpoint["scaler"])
         start_epoch, history = int(checkpoint["epoch"]), list(checkpoint["history"])
-        best = dict(checkpoint["best"])
+        stopping.best = dict(checkpoint["best"])
     if spec.resume:  # every rank read the checkpoint itself: they must have read the same one
         starts = np.zeros(comm.size)
         starts[comm.rank] = start_epoch
@@ -175,79 +290,21 @@ def train(spec: TrainSpec, comm, reporter: Reporter | None = None) -> TrainResul
         if len(set(starts.tolist())) > 1:
             raise RuntimeError(f"checkpointDir: the ranks resumed from different checkpoints (after epochs {starts.astype(int).tolist()}); "
                                "it must be one directory that every rank reads")
-    comm.broadcast_state(model, optimizer)
-    network, optimizer = comm.wrap(model, optimizer)
-    maximize = task.maximizes(spec.earlyStoppingMetric)
-    epochs_run: list[int] = []
-    frozen_now = False
+    return start_epoch, history
 
-    for epoch in range(start_epoch, spec.epochs):
-        began = time.perf_counter()
-        if frozen and frozen_now != _frozen_at(spec, epoch):
-            frozen_now = _frozen_at(spec, epoch)
-            network = comm.set_trainable(model, network, {n for n in frozen if frozen_now})
-        if spec.testHooks.get("fail_at_epoch") == epoch + 1 and comm.rank == spec.testHooks.get("fail_rank", comm.rank):
-            raise RuntimeError(f"injected failure at epoch {epoch + 1} on rank {comm.rank}")
-        if spec.testHooks.get("kill_at_epoch") == epoch + 1 and comm.rank == spec.testHooks.get("kill_rank", comm.rank) \
-                and (spec.reports is None or spec.reports.attempt < spec.testHooks.get("kill_attempts", 1)):
-            os.kill(os.getpid(), signal.SIGKILL)  # a lost process: no exception, no report
-        if spec.testHooks.get("data_error_at_epoch") == epoch + 1 and comm.rank == spec.testHooks.get("data_error_rank", comm.rank):
-            raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")  # as a read from S3 raises it
-        seed = _epoch_seed(spec.seed, epoch, comm.rank)
-        torch.manual_seed(seed)
-        network.train()
-        sums = EpochSums()
-        bar = ProgressBar(epoch + 1, spec.epochs, steps, reporter) if spec.progressBar and spec.verbose and comm.rank == 0 else None
-        for step, (xb, yb) in enumerate(shard.batches(seed, rows_per_epoch, spec.batchSize)):
-            if step == 0 and epoch == start_epoch and comm.rank == 0:
-                reporter.first_step(epoch + 1)
-            with devices.autocast(spec.precision, device):
-                output, yb = task.scored(model, network(xb), xb, yb)
-            # in float32, outside autocast, which refuses some losses (binary cross entropy) on a GPU
-            loss = task.loss(spec.lossFunction, output.float(), yb, model, spec.classWeights)
-            optimizer.zero_grad()
-            comm.backward(scaler.scale(loss))
-            comm.step(optimizer, model, spec.gradientClipNorm, scaler)
-            sums.add(loss.detach(), len(output), task.metric_sum(model, output.detach(), yb))
-            if bar is not None:
-                bar.update(step + 1, sums)
-        comm.average_buffers(model)
-        record = {"epoch": epoch + 1, **task.metrics(comm.allreduce_sum(sums.total()), "")}
-        if validating:
-            record.update(task.metrics(comm.allreduce_sum(evaluate(spec, model, shard.validation(), device)), "val_"))
-        record["seconds"] = time.perf_counter() - began
-        history.append(record)
-        epochs_run.append(epoch + 1)
-        stop = False
-        if validating:
-            metric = record[spec.earlyStoppingMetric]
-            improved = best["metric"] is None or (metric > best["metric"] if maximize else metric < best["metric"])
-            if improved:
-                best = {"epoch": epoch + 1, "metric": metric, "state": copy.deepcopy(model.state_dict()), "bad_epochs": 0}
-            else:
-                best["bad_epochs"] += 1
-                stop = spec.earlyStoppingPatience is not None and best["bad_epochs"] >= spec.earlyStoppingPatience
-        if comm.rank == 0:
-            if spec.verbose:
-                reporter.epoch(record, spec.epochs)
-            if spec.checkpointDir:
-                _save_checkpoint(
-                    spec.checkpointDir,
-                    {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history,
-                     "best": best, "run": spec.runId, "scaler": scaler.state_dict()},
-                )
-                reporter.checkpoint(epoch + 1)
-        if stop:
-            break
 
-    if validating and best["state"] is not None and spec.earlyStoppingPatience is not None:
-        model.load_state_dict(best["state"])
-    weights = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()} if comm.rank == 0 else None
-    slots = np.zeros(comm.size)
-    slots[comm.rank] = history[-1]["epoch"] if history else 0
-    rank_epochs = [int(e) for e in comm.allreduce_sum(slots)]
-    rank_devices = comm.gather(devices.describe(comm.rank, device, gpus, executor_identity()[1]))
-    return TrainResult(weights, history, best["epoch"], comm.rank, _rank_digests(model, comm), rank_epochs, epochs_run, rank_devices)
+def _end_epoch(rank: RankTraining, reporter: Reporter, history: list[dict[str, float]], best: dict[str, Any]) -> None:
+    """Rank 0's end of an epoch: its line, then its checkpoint."""
+    spec, record = rank.spec, history[-1]
+    if spec.verbose:
+        reporter.epoch(record, spec.epochs)
+    if spec.checkpointDir:
+        _save_checkpoint(
+            spec.checkpointDir,
+            {"epoch": record["epoch"], "model": rank.model.state_dict(), "optimizer": rank.optimizer.state_dict(), "history": history,
+             "best": best, "run": spec.runId, "scaler": rank.scaler.state_dict()},
+        )
+        reporter.checkpoint(record["epoch"])
 
 
 @torch.no_grad()

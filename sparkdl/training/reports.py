@@ -60,9 +60,8 @@ ACCEPTED = b"ok"  # what the server answers a rank that proved the secret
 logger = logging.getLogger(__name__)
 # How long the driver waits, after a run failed, for every rank's report to arrive and connection to close.
 SETTLE_S = 5.0
+FOLDER_POLL_S = 0.5  # how often a ReportFolder looks for new messages
 MAX_LINE = 1 << 20
-# Where a rank keeps its executor's id and host for the warm rank server's child (see remember_executor).
-EXECUTOR_ENV, EXECUTOR_HOST_ENV = "SPARKDL_EXECUTOR_ID", "SPARKDL_EXECUTOR_HOST"
 # The exception types (module, name) of a collective that failed, most often because a peer
 # went away: the consequence of another rank's loss or error, never a cause of its own. sparkdl's
 # own wraps whatever a collective operation raised (sparkdl.training.collective); the others are
@@ -83,6 +82,14 @@ class ReportAddress:
     port: int
     secret: str = dataclasses.field(repr=False)
     attempt: int = 0  # which start of the ranks (0, then one per restart)
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderAddress:
+    """A directory of the fit's own (on the shared file system) where ranks leave their messages as files."""
+
+    directory: str
+    attempt: int = 0
 
 
 @dataclasses.dataclass
@@ -176,7 +183,97 @@ def _listen(address: str, port: int) -> socket.socket:
 
 
 # -- the driver ---------------------------------------------------------------------------
-class ReportServer:
+class ReportBoard:
+    """What the driver knows of a fit's ranks, whichever channel brings their messages.
+
+    It prints rank 0's epoch lines and progress as they come, and keeps each
+    rank's state for the restart logic (``ranks_of``, ``checkpointed``).
+    """
+
+    def __init__(self, verbose: int = 1, out: TextIO | None = None) -> None:
+        self.verbose, self.out = verbose, out or sys.stdout
+        self.ranks: dict[tuple[int, int], RankReport] = {}
+        self.checkpoints: dict[int, int] = {}  # attempt -> last epoch rank 0 checkpointed
+        self.first_steps: dict[int, tuple[float, int]] = {}  # attempt -> (time.time(), epoch) of rank 0's first step
+        self.changed = threading.Condition()
+        self._bar_drawn = False
+
+    def __enter__(self) -> "ReportBoard":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._end_bar()
+
+    # -- what the driver asks after a run ------------------------------------------------
+    def ranks_of(self, attempt: int, expected: int, settle_s: float = SETTLE_S) -> list[RankReport]:
+        """Copies of what ``attempt``'s ranks reported, once ``expected`` ranks said hello and all
+        their connections closed, or ``settle_s`` seconds passed."""
+
+        def settled() -> bool:
+            ranks = [r for (a, _), r in self.ranks.items() if a == attempt]
+            return len(ranks) >= expected and not any(r.open for r in ranks)
+
+        with self.changed:
+            self.changed.wait_for(settled, timeout=settle_s)
+            ranks = [dataclasses.replace(r) for (a, _), r in self.ranks.items() if a == attempt]
+        return sorted(ranks, key=lambda r: r.rank)
+
+    def checkpointed(self) -> int | None:
+        """The last epoch rank 0 checkpointed in any attempt (None: none yet)."""
+        with self.changed:
+            return max(self.checkpoints.values(), default=None)
+
+    def _receive(self, message: dict[str, Any], report: RankReport | None) -> RankReport | None:
+        kind = message.get("kind")
+        with self.changed:
+            if kind == "hello":
+                key = (int(message["attempt"]), int(message["rank"]))
+                report = self.ranks[key] = RankReport(
+                    rank=key[1], attempt=key[0], host=str(message.get("host")), executor=message.get("executor"), pid=message.get("pid")
+                )
+                self.changed.notify_all()
+                return report
+            if report is None:
+                return None
+            if kind == "end":
+                report.ended, report.error = True, message.get("error")
+                self.changed.notify_all()
+            elif kind == "checkpoint":
+                self.checkpoints[report.attempt] = int(message["epoch"])
+            elif kind == "step":
+                self.first_steps.setdefault(report.attempt, (time.time(), int(message["epoch"])))
+        if kind == "epoch":
+            if self.verbose:
+                self._print(format_epoch(message["record"], int(message["epochs"])))
+        elif kind == "progress" and self.verbose:
+            self._draw(str(message["text"]))
+        return report
+
+    def say(self, line: str) -> None:
+        """Print a line of the driver's own (a restart) between the ranks' lines."""
+        self._print(line)
+
+    def _print(self, line: str) -> None:
+        prefix = "\r\x1b[K" if self._bar_drawn else ""
+        self._bar_drawn = False
+        print(prefix + line, file=self.out, flush=True)
+
+    def _draw(self, text: str) -> None:
+        self._bar_drawn = True
+        print("\r" + text, end="", file=self.out, flush=True)
+
+    def _end_bar(self) -> None:
+        if self._bar_drawn:
+            self._bar_drawn = False
+            print(file=self.out, flush=True)
+
+
+
+
+class ReportServer(ReportBoard):
     """Accepts the fit's ranks, prints rank 0's progress and keeps every rank's state.
 
     ``host`` is the address the ranks reach the driver at (``spark.driver.host``);
@@ -189,16 +286,12 @@ class ReportServer:
 
     def __init__(self, host: str, verbose: int = 1, out: TextIO | None = None, *, bind: str | None = None, port: int = 0,
                  num_proc: int = 1) -> None:
-        self.host, self.verbose, self.out = host, verbose, out or sys.stdout
+        super().__init__(verbose, out)
+        self.host = host
         self.secret = secrets.token_hex(32)
         self.listener = _listen(bind or host, port)
         self.port = self.listener.getsockname()[1]
         self.max_handshakes = max(MIN_HANDSHAKES, HANDSHAKES_PER_RANK * num_proc)
-        self.ranks: dict[tuple[int, int], RankReport] = {}
-        self.checkpoints: dict[int, int] = {}  # attempt -> last epoch rank 0 checkpointed
-        self.first_steps: dict[int, tuple[float, int]] = {}  # attempt -> (time.time(), epoch) of rank 0's first step
-        self.changed = threading.Condition()
-        self._bar_drawn = False
         self._closed = threading.Event()
         self._handshakes: dict[socket.socket, None] = {}  # oldest first
         self._handshakes_lock = threading.Lock()
@@ -227,32 +320,7 @@ class ReportServer:
         except OSError:
             pass
         self.listener.close()
-        self._end_bar()
-
-    def __enter__(self) -> "ReportServer":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    # -- what the driver asks after a run ------------------------------------------------
-    def ranks_of(self, attempt: int, expected: int, settle_s: float = SETTLE_S) -> list[RankReport]:
-        """Copies of what ``attempt``'s ranks reported, once ``expected`` ranks said hello and all
-        their connections closed, or ``settle_s`` seconds passed."""
-
-        def settled() -> bool:
-            ranks = [r for (a, _), r in self.ranks.items() if a == attempt]
-            return len(ranks) >= expected and not any(r.open for r in ranks)
-
-        with self.changed:
-            self.changed.wait_for(settled, timeout=settle_s)
-            ranks = [dataclasses.replace(r) for (a, _), r in self.ranks.items() if a == attempt]
-        return sorted(ranks, key=lambda r: r.rank)
-
-    def checkpointed(self) -> int | None:
-        """The last epoch rank 0 checkpointed in any attempt (None: none yet)."""
-        with self.changed:
-            return max(self.checkpoints.values(), default=None)
+        super().close()
 
     # -- serving -----------------------------------------------------------------------------
     def _accept(self) -> None:
@@ -335,49 +403,98 @@ class ReportServer:
                         report.open = False
                         self.changed.notify_all()
 
-    def _receive(self, message: dict[str, Any], report: RankReport | None) -> RankReport | None:
-        kind = message.get("kind")
+class ReportFolder(ReportBoard):
+    """Follows the messages the ranks leave in ``directory``: for a client the executors cannot reach.
+
+    A Spark Connect client opens no port: each rank writes its messages as
+    small files (``<attempt>-<rank>-<sequence>.json``) into a directory of
+    the fit's own, on the file system the training data is on, and the
+    client lists it every ``FOLDER_POLL_S`` seconds. A message is read once
+    it parses (a file still being written is read at the next look).
+    """
+
+    def __init__(self, directory: str, verbose: int = 1, out: TextIO | None = None) -> None:
+        from sparkdl.data.filesystems import open_filesystem
+
+        super().__init__(verbose, out)
+        self.directory = directory
+        self.filesystem, self.path = open_filesystem(directory)
+        self.filesystem.create_dir(self.path, recursive=True)
+        self._seen: set[str] = set()
+        self._scan_lock = threading.Lock()
+        self._closed = threading.Event()
+        self.following = threading.Thread(target=self._follow, name="sparkdl-reports", daemon=True)
+        self.following.start()
+
+    def address(self, attempt: int) -> FolderAddress:
+        return FolderAddress(self.directory, attempt)
+
+    def close(self) -> None:
+        self._closed.set()
+        self.following.join()
+        self._scan()
+        super().close()
+
+    def ranks_of(self, attempt: int, expected: int, settle_s: float = SETTLE_S) -> list[RankReport]:
+        """What ``attempt``'s ranks left; called once their stage ended, so no rank writes any more."""
+        self._scan()
         with self.changed:
-            if kind == "hello":
-                key = (int(message["attempt"]), int(message["rank"]))
-                report = self.ranks[key] = RankReport(
-                    rank=key[1], attempt=key[0], host=str(message.get("host")), executor=message.get("executor"), pid=message.get("pid")
-                )
-                self.changed.notify_all()
-                return report
-            if report is None:
-                return None
-            if kind == "end":
-                report.ended, report.error = True, message.get("error")
-                self.changed.notify_all()
-            elif kind == "checkpoint":
-                self.checkpoints[report.attempt] = int(message["epoch"])
-            elif kind == "step":
-                self.first_steps.setdefault(report.attempt, (time.time(), int(message["epoch"])))
-        if kind == "epoch":
-            if self.verbose:
-                self._print(format_epoch(message["record"], int(message["epochs"])))
-        elif kind == "progress" and self.verbose:
-            self._draw(str(message["text"]))
-        return report
+            for (a, _), report in self.ranks.items():
+                if a == attempt:
+                    report.open = False
+        return super().ranks_of(attempt, expected, settle_s=0)
 
-    def say(self, line: str) -> None:
-        """Print a line of the driver's own (a restart) between the ranks' lines."""
-        self._print(line)
+    def _follow(self) -> None:
+        while not self._closed.wait(FOLDER_POLL_S):
+            try:
+                self._scan()
+            except OSError as err:  # the file system is briefly unreachable: look again
+                logger.debug("sparkdl: cannot read the ranks' messages in %s (%s)", self.directory, err)
 
-    def _print(self, line: str) -> None:
-        prefix = "\r\x1b[K" if self._bar_drawn else ""
-        self._bar_drawn = False
-        print(prefix + line, file=self.out, flush=True)
+    def _scan(self) -> None:
+        import pyarrow.fs as pafs
 
-    def _draw(self, text: str) -> None:
-        self._bar_drawn = True
-        print("\r" + text, end="", file=self.out, flush=True)
+        with self._scan_lock:
+            found = self.filesystem.get_file_info(pafs.FileSelector(self.path, allow_not_found=True))
+            for name in sorted(info.base_name for info in found if info.type == pafs.FileType.File):
+                key = _message_key(name)
+                if name in self._seen or key is None:
+                    continue
+                try:
+                    with self.filesystem.open_input_stream(f"{self.path}/{name}") as stream:
+                        message = json.loads(stream.read(MAX_LINE))
+                except (OSError, ValueError, RecursionError):
+                    continue  # still being written, or not one of the ranks' messages
+                self._seen.add(name)
+                try:
+                    self._receive(message, self.ranks.get(key))
+                except Exception:  # noqa: BLE001 - what no rank sends (other fields, other types): dropped
+                    continue
 
-    def _end_bar(self) -> None:
-        if self._bar_drawn:
-            self._bar_drawn = False
-            print(file=self.out, flush=True)
+
+def _message_key(name: str) -> tuple[int, int] | None:
+    """(attempt, rank) of a message file's name, None for any other name."""
+    parts = name.removesuffix(".json").split("-")
+    if not name.endswith(".json") or len(parts) != 3 or not all(p.isdigit() for p in parts):
+        return None
+    return int(parts[0]), int(parts[1])
+
+
+class _FolderWriter:
+    """A rank's side of a ``ReportFolder``: each message one file, numbered in order."""
+
+    def __init__(self, address: FolderAddress, rank: int) -> None:
+        from sparkdl.data.filesystems import open_filesystem
+
+        self.filesystem, self.path = open_filesystem(address.directory)
+        self.prefix = f"{address.attempt:03d}-{rank:05d}-"
+        self.sequence = 0
+
+    def send(self, message: dict[str, Any]) -> None:
+        name = f"{self.path}/{self.prefix}{self.sequence:06d}.json"
+        self.sequence += 1
+        with self.filesystem.open_output_stream(name) as stream:
+            stream.write(json.dumps(message).encode())
 
 
 # -- a rank -------------------------------------------------------------------------------
@@ -415,22 +532,28 @@ def _connect(address: ReportAddress) -> socket.socket:
 class Reporter:
     """How a rank reports. Without an address (the local backend runs on the driver) it prints."""
 
-    def __init__(self, address: ReportAddress | None, rank: int) -> None:
+    def __init__(self, address: ReportAddress | FolderAddress | None, rank: int) -> None:
         self.rank = rank
         self.connection: socket.socket | None = None
+        self.folder: _FolderWriter | None = None
         self._lock = threading.Lock()
         self._bar_drawn = False  # printing here: a progress bar is on the current line
         if address is None:
             return
+        executor, host = spark_internals.executor_identity()
         try:
-            self.connection = connection = _connect(address)
+            if isinstance(address, FolderAddress):
+                self.folder = _FolderWriter(address, rank)
+                host = host or socket.gethostname()
+            else:
+                self.connection = _connect(address)
+                host = host or self.connection.getsockname()[0]
         except OSError as failure:
-            print(f"sparkdl: rank {rank} cannot report to the driver at {address.host}:{address.port} ({failure}); "
+            where = address.directory if isinstance(address, FolderAddress) else f"{address.host}:{address.port}"
+            print(f"sparkdl: rank {rank} cannot report to the driver at {where} ({failure}); "
                   "it prints its progress here", file=sys.stderr, flush=True)
             return
-        executor, host = executor_identity()
-        self._send({"kind": "hello", "attempt": address.attempt, "rank": rank, "host": host or connection.getsockname()[0],
-                    "executor": executor, "pid": os.getpid()})
+        self._send({"kind": "hello", "attempt": address.attempt, "rank": rank, "host": host, "executor": executor, "pid": os.getpid()})
 
     def first_step(self, epoch: int) -> None:
         """Rank 0 starts training (its first step of ``epoch``, 1-based)."""
@@ -442,6 +565,8 @@ class Reporter:
             self._bar_drawn = False
 
     def progress(self, text: str) -> None:
+        if self.folder is not None:
+            return  # a file per redrawn bar is too many: the epoch lines say enough
         if not self._send({"kind": "progress", "text": text}):
             print("\r" + text, end="", flush=True)
             self._bar_drawn = True
@@ -460,21 +585,25 @@ class Reporter:
         if self.connection is not None:
             self.connection.close()
             self.connection = None
+        self.folder = None
 
     def _send(self, message: dict[str, Any]) -> bool:
         """Whether the message went to the driver (False: there is no channel)."""
         with self._lock:
-            if self.connection is None:
-                return False
             try:
+                if self.folder is not None:
+                    self.folder.send(message)
+                    return True
+                if self.connection is None:
+                    return False
                 self.connection.sendall(json.dumps(message).encode() + b"\n")
                 return True
             except OSError:
-                self.connection = None
+                self.connection = self.folder = None
                 return False
 
 
-def reporting(address: ReportAddress | None, rank: int, run: Callable[..., Any], *args: Any) -> Any:
+def reporting(address: ReportAddress | FolderAddress | None, rank: int, run: Callable[..., Any], *args: Any) -> Any:
     """``run(reporter, *args)`` on a rank, then report how it ended; exceptions pass through."""
     reporter = Reporter(address, rank)
     try:
@@ -484,19 +613,3 @@ def reporting(address: ReportAddress | None, rank: int, run: Callable[..., Any],
         raise
     reporter.end()
     return result
-
-
-def executor_identity() -> tuple[str | None, str | None]:
-    """(executor id, host) of this rank: as ``remember_executor`` kept them, else from Spark."""
-    if os.environ.get(EXECUTOR_ENV):
-        return os.environ[EXECUTOR_ENV], os.environ.get(EXECUTOR_HOST_ENV) or None
-    return spark_internals.executor_identity()
-
-
-def remember_executor() -> None:
-    """Keep this process's executor id and host in its environment, for the processes it hands
-    its work to outside the executor's process tree (the warm rank server's children)."""
-    executor, host = spark_internals.executor_identity()
-    if executor:
-        os.environ[EXECUTOR_ENV] = executor
-        os.environ[EXECUTOR_HOST_ENV] = host or ""

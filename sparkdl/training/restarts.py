@@ -28,7 +28,8 @@ import time
 from typing import Any, Callable, Protocol
 
 from sparkdl import spark_internals
-from sparkdl.training.reports import RankReport, ReportServer
+from sparkdl.data.filesystems import join
+from sparkdl.training.reports import RankReport, ReportBoard, ReportFolder, ReportServer
 from sparkdl.training.spec import TrainSpec
 
 SLOT_POLL_S = 0.5
@@ -44,15 +45,25 @@ class RanksLost(RuntimeError):
     """Ranks were lost and the fit could not start them again."""
 
 
+def report_board(spec: TrainSpec, context: Any, num_proc: int) -> ReportBoard:
+    """Where the fit's ranks report: a server on the driver of a classic session (``context``), else
+    (a Spark Connect client, which executors may not reach) a folder beside the fit's training data."""
+    if context is None:
+        return ReportFolder(join(spec.data.root, f"reports-{spec.runId}"), spec.verbose)
+    host = context.getConf().get("spark.driver.host") or socket.gethostbyname(socket.gethostname())
+    return ReportServer.on_driver(host, spec.verbose, num_proc)
+
+
 def run_with_restarts(backend: Backend, spec: TrainSpec, context: Any, max_restarts: int, timeout_s: float) -> tuple[Any, list[dict]]:
     """Rank 0's ``TrainResult`` and one record per restart.
 
     ``spec.checkpointDir`` must be set when ``max_restarts`` > 0: it is where
-    restarted ranks resume from. ``context`` is the driver's SparkContext.
+    restarted ranks resume from. ``context`` is the driver's SparkContext,
+    None on a Spark Connect client: the ranks' reports then say all there is
+    to know, and a rank that ended without a result or an error counts as lost.
     """
-    host = context.getConf().get("spark.driver.host") or socket.gethostbyname(socket.gethostname())
     restarts: list[dict[str, Any]] = []
-    with ReportServer.on_driver(host, spec.verbose, backend.numProc) as server:
+    with report_board(spec, context, backend.numProc) as server:
         attempt = 0
         while True:
             try:
@@ -70,6 +81,8 @@ def run_with_restarts(backend: Backend, spec: TrainSpec, context: Any, max_resta
                 if not lost:
                     reported = next((r for r in ranks if r.error), None)
                     if reported is None:
+                        if context is None:  # a Connect client: Spark's own error is all there is
+                            raise RuntimeError(f"training failed: {_first_line(err)}") from err
                         raise
                     raise RuntimeError(f"training failed on {reported.where()}: {_described(reported)} "
                                        "(no rank reported another cause)") from err
@@ -85,7 +98,8 @@ def run_with_restarts(backend: Backend, spec: TrainSpec, context: Any, max_resta
                 resumes = f"resume after epoch {epoch}" if epoch else "start again from epoch 1"
                 server.say(f"sparkdl: {what}; restart {attempt + 1} of {max_restarts}: waiting for {backend.numProc} task slots, "
                            f"then the ranks {resumes}")
-                _wait_for_slots(context, backend.numProc, timeout_s, what)
+                if context is not None:  # a Connect client cannot count slots: the barrier stage waits for them itself
+                    _wait_for_slots(context, backend.numProc, timeout_s, what)
                 restarts.append({"restart": attempt + 1, "resumedAfterEpoch": epoch, "failedAt": failed_at,
                                  "lost": [{"rank": r.rank, "executor": r.executor, "host": r.host, "why": why} for r, why in lost]})
                 attempt += 1
@@ -133,7 +147,12 @@ def lost_ranks(ranks: list[RankReport], num_proc: int, removal: Callable[[str | 
     return lost
 
 
-def _attempt_spec(spec: TrainSpec, server: ReportServer, attempt: int) -> TrainSpec:
+def _first_line(err: BaseException) -> str:
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+
+
+def _attempt_spec(spec: TrainSpec, server: ReportBoard, attempt: int) -> TrainSpec:
     if attempt == 0:
         return dataclasses.replace(spec, reports=server.address(0))
     # A restart resumes; when the user did not ask to resume, only from this fit's own checkpoints.
@@ -141,7 +160,7 @@ def _attempt_spec(spec: TrainSpec, server: ReportServer, attempt: int) -> TrainS
 
 
 def _removal(context: Any, executor: str | None) -> str | None:
-    if executor in (None, "driver"):
+    if context is None or executor in (None, "driver"):
         return None
     return spark_internals.executor_removal(context, executor)
 

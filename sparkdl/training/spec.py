@@ -14,6 +14,7 @@ from dataclasses import field, make_dataclass
 from typing import Any
 
 from sparkdl.data.filesystems import check_location, location_converter
+from sparkdl.devices import DEVICES, PRECISIONS
 from sparkdl.training.declared import (
     Declared,
     Interval,
@@ -26,7 +27,6 @@ from sparkdl.training.declared import (
     to_string,
     to_string_list,
 )
-from sparkdl.training.devices import DEVICES, PRECISIONS
 
 POSITIVE = Interval(0, closed="neither")
 POSITIVE_OR_NONE = Interval(0, closed="neither", optional=True)
@@ -94,7 +94,8 @@ _RUN_FIELDS = [
     ("progressBar", bool, field(default=False)),  # redraw a bar while an epoch runs (the driver's stdout is a terminal)
     ("initWeights", Any, field(default=None)),  # name -> numpy array, loaded before the first step
     ("threads", Any, field(default=None)),  # torch threads per rank; None: the cores of this host / local ranks
-    ("testHooks", dict, field(default_factory=dict)),  # e.g. {"fail_at_epoch": 3}
+    # cloudpickled callables that every rank calls as hook(spec, rank, epoch) as each epoch (1-based) begins
+    ("epochHooks", tuple, field(default=())),
     ("reports", Any, field(default=None)),  # sparkdl.training.reports.ReportAddress: where ranks report (None: they print)
     # the fit's id, written into its checkpoints; a restart resumes only from a checkpoint of ``resumeRun``
     # (None: from any), so a stale checkpoint of an earlier fit is never taken for this one's

@@ -100,11 +100,11 @@ class Task:
         """(output name, column name, Arrow encoder, Spark type) of each column ``model`` adds."""
         from pyspark.sql import types as T
 
-        from sparkdl.estimators import inference
+        from sparkdl.data import arrow
 
         if model.architectureSpec["outputSize"] == 1:
-            return [("prediction", model.getPredictionCol(), inference.doubles, T.DoubleType())]
-        return [("prediction", model.getPredictionCol(), inference.float_lists, T.ArrayType(T.FloatType()))]
+            return [("prediction", model.getPredictionCol(), arrow.doubles, T.DoubleType())]
+        return [("prediction", model.getPredictionCol(), arrow.float_lists, T.ArrayType(T.FloatType()))]
 
 
 class Regression(Task):
@@ -143,12 +143,12 @@ class Classification(Task):
         from pyspark.ml.linalg import VectorUDT
         from pyspark.sql import types as T
 
-        from sparkdl.estimators import inference
+        from sparkdl.data import arrow
 
         columns = [
-            ("raw", model.getRawPredictionCol(), inference.dense_vectors, VectorUDT()),
-            ("probability", model.getProbabilityCol(), inference.dense_vectors, VectorUDT()),
-            ("prediction", model.getPredictionCol(), inference.doubles, T.DoubleType()),
+            ("raw", model.getRawPredictionCol(), arrow.dense_vectors, VectorUDT()),
+            ("probability", model.getProbabilityCol(), arrow.dense_vectors, VectorUDT()),
+            ("prediction", model.getPredictionCol(), arrow.doubles, T.DoubleType()),
         ]
         return [c for c in columns if c[1]]
 

@@ -2,11 +2,14 @@
 
 Every backend runs ``sparkdl.training.loop.train`` and returns rank 0's
 ``TrainResult``, which carries the weight digests of every rank.
-``"auto"`` is Horovod when ``horovod.torch`` imports, else Spark's own
-TorchDistributor.
+``"auto"`` is Horovod when ``horovod.torch`` imports, else DistributedDataParallel
+(``torch_distributor``). Both start their ranks as the tasks of one barrier
+stage (``barrier.launch``), on a classic session and a Spark Connect client alike.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from sparkdl.training.backends.horovod import HorovodBackend
 from sparkdl.training.backends.local import LocalBackend
@@ -36,11 +39,15 @@ def resolve(name: str, verbose: int = 0) -> str:
     return chosen
 
 
-def get_backend(name: str, numProc: int = 1, verbose: int = 1):
-    """The backend called ``name`` running ``numProc`` ranks (``local`` always runs one)."""
+def get_backend(name: str, numProc: int = 1, verbose: int = 1, spark: Any = None, profile: Any = None):
+    """The backend called ``name`` running ``numProc`` ranks (``local`` always runs one) as the tasks of a
+    barrier stage of ``spark``'s, with the resource ``profile`` where one is given."""
     if name not in BACKENDS:
         raise ValueError(f"backend: expected one of {list(BACKENDS)}, found {name!r}")
-    return BACKENDS[resolve(name, verbose)](numProc=numProc, verbose=verbose)
+    chosen = BACKENDS[resolve(name, verbose)]
+    if chosen is LocalBackend:
+        return LocalBackend()
+    return chosen(numProc=numProc, verbose=verbose, spark=spark, profile=profile)
 
 
 __all__ = ["BACKENDS", "get_backend", "resolve", "HorovodBackend", "LocalBackend", "TorchDistributorBackend"]

@@ -1,6 +1,6 @@
 """The environment a rank takes from the driver: an allow-list, never the driver's whole environment.
 
-A rank (Horovod or TorchDistributor) runs with the environment of its own
+A rank (a task of the fit's barrier stage) runs with the environment of its own
 executor: its ``PATH``, ``LD_LIBRARY_PATH``, ``JAVA_HOME``,
 ``HADOOP_CONF_DIR``, ``PYTHONPATH`` and its own credentials (an instance
 role, ``spark.executorEnv.*``). From the driver's environment it gets, laid
@@ -29,13 +29,13 @@ import os
 import re
 from typing import Iterable, Mapping
 
-from sparkdl.training import devices, reports
+from sparkdl import devices
 
 RANK_ENV_CONF = "spark.sparkdl.rankEnv"
 FORWARDED_PREFIXES = ("HOROVOD_", "NCCL_", "GLOO_", "OMP_", "KMP_", "MKL_", "SPARKDL_")
 # sparkdl's variables that describe the process they are set in: a rank's own values (its task's
 # GPUs, its executor) must win over the driver's.
-PROCESS_OWN = frozenset({devices.GPU_ADDRESSES_ENV, reports.EXECUTOR_ENV, reports.EXECUTOR_HOST_ENV})
+PROCESS_OWN = frozenset({devices.GPU_ADDRESSES_ENV})
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?")
 
 

@@ -1,30 +1,36 @@
-"""The Horovod backend: ``horovod.spark.run``, one rank per Spark task.
+"""The Horovod backend: one rank per task of a barrier stage, Gloo on CPU, NCCL on GPU.
+
+Rank 0's task hosts Horovod's Gloo rendezvous (its HTTP key-value store) on
+rank 0's own address; every rank gets the ``HOROVOD_*`` variables Horovod's
+own launchers set, calls ``hvd.init()``, and once every rank has passed it
+the rendezvous closes. ``hvd.shutdown()`` ends each fit, so the next one
+initialises Horovod again in the same (reused) Python worker.
+
+Anyone who can reach rank 0's host may talk to the rendezvous while it is
+open (from the start of the stage until every rank has initialised,
+typically well under a second): it authenticates no one. Someone who does
+could, in that window, read the ranks' addresses or post wrong ones, and so
+make the fit fail, or wait until ``HOROVOD_GLOO_TIMEOUT_SECONDS``; it receives no data and
+runs no code of the fit.
 
 A rank runs with its executor's environment; from the driver's it gets only
-the allow-listed variables of ``environment`` (``HOROVOD_*``, ``NCCL_*``,
-``OMP_*``, ``SPARKDL_*``, ..., and what the Spark conf
-``spark.sparkdl.rankEnv`` names).
+the allow-listed variables of ``environment``.
 """
 
 from __future__ import annotations
 
-import collections
-import io
-import os
-import re
-import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
-from sparkdl import spark_internals
 from sparkdl.training import reports
-from sparkdl.training.backends import environment, horovod_internals, warm
-from sparkdl.training.backends.result import finish_rank, from_plain, to_plain
+from sparkdl.training.backends import barrier, environment
+from sparkdl.training.backends.result import from_plain, to_plain
 from sparkdl.training.spec import TrainSpec
 
 if TYPE_CHECKING:
     from sparkdl.training.loop import TrainResult
 
-START_TIMEOUT_S = 120
+START_TIMEOUT_S = 120  # for rank 0 to open the rendezvous
 COLLECTIVE_TIMEOUT_S = 300
 # Horovod's background thread gathers the gradients that are ready once per cycle and
 # allreduces them together. Measured on 2 CPU ranks (64-1024x3-10 MLP, batch 256): a step
@@ -32,35 +38,88 @@ COLLECTIVE_TIMEOUT_S = 300
 # allreduces; the 64-256-256-10 MLP's 10 ms step did not change. HOROVOD_CYCLE_TIME in the
 # environment wins.
 CYCLE_TIME_MS = 2
-# Names the executor's warm process server to the ranks (see ``warm``).
-WARM_SERVER_ENV = "SPARKDL_WARM_RANK_SERVER"
 
 
-def _rank_main(spec: TrainSpec) -> dict[str, Any]:
-    """A rank: trains in a child of the executor's warm process server if there is one, else here."""
-    reports.remember_executor()  # the warm server's child is not under the executor's process tree
-    name = os.environ.get(WARM_SERVER_ENV)
-    if name:
-        try:
-            return warm.call(name, _train_rank, spec, ready_timeout_s=START_TIMEOUT_S)
-        except warm.Unavailable:
-            pass
-    return _train_rank(spec)
+class Rendezvous:
+    """Horovod's Gloo rendezvous server, listening on ``host`` only, for the ranks on ``topology.hosts``."""
+
+    def __init__(self, topology: barrier.Topology) -> None:
+        from horovod.runner.common.util.hosts import SlotInfo
+        from horovod.runner.http.http_server import RendezvousHandler, RendezvousHTTPServer
+
+        # RendezvousServer.start binds every interface; its HTTP server alone takes an address.
+        self.server = RendezvousHTTPServer((topology.host, 0), RendezvousHandler, 0)
+        self.server.init([SlotInfo(**_slot(topology, rank)) for rank in range(topology.size)])
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, name="sparkdl-horovod-rendezvous", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        if self.thread is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.thread = None
 
 
-def _train_rank(spec: TrainSpec) -> dict[str, Any]:
-    return reports.reporting(spec.reports, int(os.environ["HOROVOD_RANK"]), _train, spec)
+def _slot(topology: barrier.Topology, rank: int) -> dict[str, Any]:
+    """Where ``rank`` sits, in the terms of Horovod's ``SlotInfo``."""
+    host = topology.hosts[rank]
+    cross_rank, cross_size = topology.cross(rank)
+    return {"hostname": host, "rank": rank, "local_rank": topology.hosts[:rank].count(host), "cross_rank": cross_rank,
+            "size": topology.size, "local_size": topology.hosts.count(host), "cross_size": cross_size}
 
 
-def _train(reporter: reports.Reporter, spec: TrainSpec) -> dict[str, Any]:
-    from sparkdl.training.collective import HorovodCollective
+def horovod_env(topology: barrier.Topology, rendezvous_port: int) -> dict[str, str]:
+    """The variables with which ``hvd.init()`` joins the fit's Gloo rendezvous as ``topology.rank``."""
+    slot = _slot(topology, topology.rank)
+    return {
+        "HOROVOD_HOSTNAME": slot["hostname"],
+        **{f"HOROVOD_{key.upper()}": str(slot[key]) for key in ("rank", "size", "local_rank", "local_size", "cross_rank", "cross_size")},
+        "HOROVOD_GLOO_RENDEZVOUS_ADDR": topology.hosts[0],
+        "HOROVOD_GLOO_RENDEZVOUS_PORT": str(rendezvous_port),
+        "HOROVOD_CONTROLLER": "gloo",
+        "HOROVOD_CPU_OPERATIONS": "gloo",
+    }
+
+
+# What a rank gets where the driver's environment says nothing: a rank that dies must not leave
+# the others waiting forever in a collective.
+DEFAULTS = {"HOROVOD_GLOO_TIMEOUT_SECONDS": str(COLLECTIVE_TIMEOUT_S), "HOROVOD_CYCLE_TIME": str(CYCLE_TIME_MS)}
+
+
+def _rank_main(topology: barrier.Topology, spec: TrainSpec, driver_env: dict[str, str]) -> dict[str, Any] | None:
+    rendezvous = Rendezvous(topology) if topology.rank == 0 else None
+    try:
+        port = int(barrier.rank0_value(spec, "rendezvous", topology,
+                                       str(rendezvous.port) if rendezvous else None, START_TIMEOUT_S))
+        with barrier.environment({**DEFAULTS, **driver_env, **horovod_env(topology, port)}):
+            result = reports.reporting(spec.reports, topology.rank, _train, spec, rendezvous)
+    finally:
+        if rendezvous is not None:
+            rendezvous.close()
+    return result if topology.rank == 0 else None
+
+
+def _train(reporter: reports.Reporter, spec: TrainSpec, rendezvous: Rendezvous | None) -> dict[str, Any]:
+    import horovod.torch as hvd
+
+    from sparkdl.training.collective import HorovodCollective, collective_call
     from sparkdl.training.loop import train
 
-    return finish_rank(to_plain(train(spec, HorovodCollective(), reporter)))
+    with collective_call("horovod init"):
+        hvd.init()
+    try:
+        with collective_call("horovod barrier"):
+            hvd.barrier()  # every rank has joined: the rendezvous has served its purpose
+        if rendezvous is not None:
+            rendezvous.close()
+        return to_plain(train(spec, HorovodCollective(), reporter))
+    finally:
+        hvd.shutdown()
 
 
 class HorovodBackend:
-    """``horovod.spark.run``: one rank per Spark task, Gloo on CPU.
+    """Horovod over the ranks of one barrier stage: Gloo on CPU, NCCL on GPU.
 
     On executors with CUDA each rank takes one GPU; horovod must then be
     built with NCCL (see README, "GPU clusters").
@@ -68,75 +127,11 @@ class HorovodBackend:
 
     name = "horovod"
 
-    def __init__(self, numProc: int = 2, verbose: int = 1):
-        self.numProc = numProc
-        self.verbose = verbose
+    def __init__(self, numProc: int = 2, verbose: int = 1, spark: Any = None, profile: Any = None):
+        self.numProc, self.verbose, self.spark, self.profile = numProc, verbose, spark, profile
 
     def run(self, spec: TrainSpec) -> "TrainResult":
-        import horovod.spark
-
-        # Horovod lays this over the environment of each rank's Spark task (its executor's).
         env = environment.rank_env()
-        env.pop(WARM_SERVER_ENV, None)  # set below for this fit only
-        if spark_internals.local_master() and "CUDA_VISIBLE_DEVICES" in os.environ:
-            env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]  # local mode: the driver's GPUs are the executors'
-        # A rank that dies must not leave the others waiting forever in a collective.
-        env.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", str(COLLECTIVE_TIMEOUT_S))
-        env.setdefault("HOROVOD_CYCLE_TIME", str(CYCLE_TIME_MS))
-        server = None
-        # Only the patched tasks start the warm server: unpatched, a rank would wait for one in vain.
-        if warm.enabled(env) and horovod_internals.enabled(env):
-            server = warm.server_name(env, sys.executable, _application_id())
-            env[WARM_SERVER_ENV] = server
-        errors = _TailedStream(sys.stderr)
-        with horovod_internals.sparkdl_tasks(server, env), horovod_internals.quiet_job_cancellation():
-            try:
-                results = horovod.spark.run(
-                    _rank_main,
-                    args=(spec,),
-                    num_proc=self.numProc,
-                    start_timeout=START_TIMEOUT_S,
-                    use_gloo=True,
-                    env=env,
-                    stderr=errors,
-                    verbose=1 if self.verbose >= 2 else 0,
-                )
-            except Exception as err:
-                raise RuntimeError(f"training failed on Horovod rank(s): {errors.last_error() or err}") from err
-        return from_plain(next(r for r in results if r["rank"] == 0))
-
-
-def _application_id() -> str:
-    context = spark_internals.active_context()
-    return context.applicationId if context is not None else ""
-
-
-class _TailedStream(io.TextIOBase):
-    """Passes the ranks' stderr through and keeps its tail, to name the error that ended a run."""
-
-    def __init__(self, target) -> None:
-        self.target = target
-        self.lines: collections.deque[str] = collections.deque(maxlen=200)
-
-    def write(self, text: str) -> int:
-        self.target.write(text)
-        self.lines.extend(text.splitlines())
-        return len(text)
-
-    def flush(self) -> None:
-        self.target.flush()
-
-    def last_error(self) -> str | None:
-        """The exception a rank raised first, e.g. ``rank 1: ValueError: ...``.
-
-        Errors that Horovod raises on the other ranks once one has failed
-        ("Horovod has been shut down", ``HorovodInternalError``) are only
-        reported when nothing else is.
-        """
-        found = []
-        for line in self.lines:
-            match = re.match(r"\[(\d+)\]<stderr>:(\w+(?:\.\w+)*(?:Error|Exception)\b.*)", line)
-            if match:
-                found.append(f"rank {match.group(1)}: {match.group(2)}")
-        causes = [f for f in found if "Horovod" not in f]
-        return (causes or found or [None])[0]
+        result = barrier.launch(self.spark, self.numProc, lambda topology: _rank_main(topology, spec, env),
+                                self.profile)
+        return from_plain(result)

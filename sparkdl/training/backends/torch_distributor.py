@@ -1,69 +1,93 @@
-"""The TorchDistributor backend: Spark's own ``TorchDistributor`` starts the ranks in barrier tasks.
+"""The ``torch_distributor`` backend: DistributedDataParallel over the ranks of one barrier stage.
 
-A rank runs with its executor's environment; from the driver's it gets only
-the allow-listed variables of ``environment``, as with Horovod.
+torch.distributed runs Gloo on CPU and NCCL on GPU. Rank 0's task opens a
+``TCPStore`` on rank 0's own address; the others learn its port through the
+barrier's ``allGather`` and join. Each rank sees the GPU Spark assigned its
+task, else picks one by local rank (as a Horovod rank does).
+
+The store authenticates no one, and it stays open while the process group
+lives (torch.distributed keeps using it): anyone who can reach rank 0's host
+and that port during the fit can read and write its keys, and so make the
+fit fail or wait until ``COLLECTIVE_TIMEOUT_S``; the training data and
+weights never pass through it. The name recalls Spark's ``TorchDistributor``,
+which this backend ran on before and whose semantics it keeps.
 """
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
-from sparkdl.training import devices, reports
-from sparkdl.training.backends import environment
-from sparkdl.training.backends.result import finish_rank, from_plain, to_plain
+from sparkdl.training import reports
+from sparkdl.training.backends import barrier, environment
+from sparkdl.training.backends.result import from_plain, to_plain
 from sparkdl.training.spec import TrainSpec
 
 if TYPE_CHECKING:
     from sparkdl.training.loop import TrainResult
 
-
-def _rank_main(spec: TrainSpec, use_gpu: bool, driver_env: dict[str, str]) -> dict[str, Any]:
-    # TorchDistributor starts a rank with its task's environment only. Set before torch loads
-    # here (nothing imported it yet), so that OMP_* and MKL_* take effect as in a Horovod rank.
-    os.environ.update(driver_env)
-    visible = [v for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-    if use_gpu and visible:
-        # TorchDistributor shows a task's processes the GPUs Spark assigned it, by address; one each, by local rank.
-        os.environ[devices.GPU_ADDRESSES_ENV] = visible[int(os.environ.get("LOCAL_RANK", 0)) % len(visible)]
-    return reports.reporting(spec.reports, int(os.environ["RANK"]), _train, spec)
+COLLECTIVE_TIMEOUT_S = 300
 
 
-def _train(reporter: reports.Reporter, spec: TrainSpec) -> dict[str, Any]:
+def ddp_env(topology: barrier.Topology, store_port: int) -> dict[str, str]:
+    """The variables torch.distributed's launchers give rank ``topology.rank``."""
+    return {
+        "RANK": str(topology.rank),
+        "WORLD_SIZE": str(topology.size),
+        "LOCAL_RANK": str(topology.local_rank),
+        "LOCAL_WORLD_SIZE": str(topology.local_size),
+        "MASTER_ADDR": topology.hosts[0],
+        "MASTER_PORT": str(store_port),
+    }
+
+
+def _store(topology: barrier.Topology, port: int = 0) -> Any:
+    """Rank 0's store (listening on rank 0's address, ``port`` 0: any free one), or another rank's client of it."""
+    import datetime
+
+    from torch.distributed import TCPStore
+
+    timeout = datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S)
+    if topology.rank == 0:
+        return TCPStore(topology.host, port, topology.size, True, timeout=timeout, wait_for_workers=False)
+    return TCPStore(topology.hosts[0], port, topology.size, False, timeout=timeout)
+
+
+def _rank_main(topology: barrier.Topology, spec: TrainSpec, driver_env: dict[str, str]) -> dict[str, Any] | None:
+    from sparkdl.training.collective import collective_call
+
+    with collective_call("torch.distributed TCPStore"):
+        store = _store(topology) if topology.rank == 0 else None
+    port = int(barrier.rank0_value(spec, "store", topology,
+                                   str(store.port) if store is not None else None, COLLECTIVE_TIMEOUT_S))
+    if store is None:
+        with collective_call("torch.distributed TCPStore"):
+            store = _store(topology, port)
+    with barrier.environment({**driver_env, **ddp_env(topology, port)}):
+        result = reports.reporting(spec.reports, topology.rank, _train, spec, store)
+    return result if topology.rank == 0 else None
+
+
+def _train(reporter: reports.Reporter, spec: TrainSpec, store: Any) -> dict[str, Any]:
     from sparkdl.training.collective import TorchDistributedCollective
     from sparkdl.training.loop import train
 
-    comm = TorchDistributedCollective(spec.device)
+    comm = TorchDistributedCollective(spec.device, store=store, timeout_s=COLLECTIVE_TIMEOUT_S)
     try:
-        return finish_rank(to_plain(train(spec, comm, reporter)))
+        return to_plain(train(spec, comm, reporter))
     finally:
         comm.close()
 
 
-def whole_gpus_per_task(context: Any) -> bool:
-    """Whether Spark gives each task at least one whole GPU: what TorchDistributor's ``use_gpu`` needs."""
-    amount = context.getConf().get("spark.task.resource.gpu.amount") if context is not None else None
-    return amount is not None and float(amount) >= 1
-
-
 class TorchDistributorBackend:
-    """Spark's own ``TorchDistributor``: DistributedDataParallel over gloo (nccl on GPU).
-
-    Where Spark schedules GPUs (``spark.task.resource.gpu.amount``) and
-    ``device`` is not cpu, TorchDistributor runs with ``use_gpu``: each rank
-    sees the GPUs Spark assigned its task.
-    """
+    """DistributedDataParallel over gloo (nccl on GPU), one rank per task of a barrier stage."""
 
     name = "torch_distributor"
 
-    def __init__(self, numProc: int = 2, verbose: int = 1):
-        self.numProc = numProc
+    def __init__(self, numProc: int = 2, verbose: int = 1, spark: Any = None, profile: Any = None):
+        self.numProc, self.verbose, self.spark, self.profile = numProc, verbose, spark, profile
 
     def run(self, spec: TrainSpec) -> "TrainResult":
-        from pyspark.ml.torch.distributor import TorchDistributor
-
-        from sparkdl import spark_internals
-
-        use_gpu = spec.device != "cpu" and whole_gpus_per_task(spark_internals.active_context())
-        distributor = TorchDistributor(num_processes=self.numProc, local_mode=False, use_gpu=use_gpu)
-        return from_plain(distributor.run(_rank_main, spec, use_gpu, environment.rank_env()))
+        env = environment.rank_env()
+        result = barrier.launch(self.spark, self.numProc, lambda topology: _rank_main(topology, spec, env),
+                                self.profile)
+        return from_plain(result)
