@@ -5,9 +5,12 @@ the executors' pyarrow write against Spark's Parquet writer, and scoring memory 
 
 Rows of 64 float features and 10 classes are generated inside Spark (no
 driver-side data). Memory figures are peaks of the resident set size,
-sampled every 0.1 s: of the largest Horovod rank process during a fit (the
-ranks are children of sparkdl's warm rank server), of the largest Spark
-Python worker during ``transform``. Speed figures alternate the two paths in one run.
+sampled every 0.1 s, of the largest Spark Python worker: during a fit (each
+Horovod rank trains in the Python worker that runs its task, the largest
+one: it holds torch, the network and its shuffle buffer), and during
+``transform``. Spark reuses its Python workers, so a worker's peak in one
+figure can hold what it kept of an earlier one: the streamed fits run from
+the smaller data to the larger. Speed figures alternate the two paths in one run.
 Prints a table and writes benchmarks/results/streaming.json.
 """
 
@@ -26,15 +29,14 @@ from common import BIG, CHEAP, Results, alternate, arguments, at_least, at_most,
 send_by_value(__name__)
 
 
-RANKS = "sparkdl.training.backends.warm"  # Horovod ranks are children of the warm rank server and share its command line
-WORKERS = "pyspark.daemon"  # Spark's Python workers
+WORKERS = "pyspark.daemon"  # Spark's Python workers (forked from the daemon: its command line), the ranks among them
 
 
 class PeakRss:
     """The peak RSS of each process of this environment's interpreter whose command line holds ``match``, sampled in a thread.
 
     Processes are found by command line rather than as children of this one:
-    the warm rank server, whose children the ranks are, runs in a session of its own.
+    Spark's Python workers are children of its JVM's daemon.
     """
 
     def __init__(self, match: str, interval: float = 0.1) -> None:
@@ -105,12 +107,12 @@ def main() -> None:
     small = {"hiddenLayers": [64]}
     memory = {}
     for n in (rows, large):
-        with PeakRss(RANKS) as peak:
+        with PeakRss(WORKERS) as peak:
             model, seconds = fit(generated(spark, n), {"architectureParams": small}, **buffer)
         memory[n] = peak.largest_mb
         results.add(f"rank peak RSS, {n:,} rows x 64 floats, streamed", memory[n], "MB", seconds=seconds,
                     epoch_samples_per_s=n / model.history[0]["seconds"], process=peak.largest_command)
-    with PeakRss(RANKS) as peak:
+    with PeakRss(WORKERS) as peak:
         fit(generated(spark, rows), {"architectureParams": small}, shuffleBufferRows=10**9)
     results.add(f"rank peak RSS, {rows:,} rows, in memory (the whole shard read first)", peak.largest_mb, "MB",
                 process=peak.largest_command)

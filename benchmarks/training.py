@@ -15,15 +15,13 @@ Fixed cost: the wall time of ``fit()`` minus the seconds of its epochs, for
 the cheap MLP on 10k rows (and 100k, 1M rows to show how it grows; with
 ``--quick`` the 50k-row throughput fit), split
 into phases: checks (one aggregate job), Parquet materialisation, launching
-the ranks (Spark tasks, Horovod's task services, the rank processes and
-their imports), set-up inside the ranks (torch/Horovod init, reading the
-shard, building the network), training, and the return (rank exit, results
-to the driver, Parquet deleted). The ranks train in children of the
-executor's warm process server (``sparkdl.training.backends.warm``), which
-the first fit of an application starts: the 10k-row fixed cost is measured
-for that first fit (the server imports torch while Horovod launches), for a
-later fit (the target) and for a later fit with ``SPARKDL_WARM_RANKS=0``
-(every rank imports torch itself).
+the ranks (the barrier stage's Spark job and tasks, and the Python workers
+that run them), set-up inside the ranks (torch/Horovod init, rendezvous,
+reading the shard, building the network), training, and the return (results
+to the driver, Parquet deleted). Each rank trains in the Spark Python worker
+that runs its task, and Spark reuses those workers: the first fit of an
+application starts them (each imports torch and horovod.torch), a later fit
+(the target) finds them with everything imported.
 
     .venv/bin/python benchmarks/training.py [--quick]
 """
@@ -38,8 +36,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from sparkdl.training.backends import warm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BIG, CHEAP, CORES, LENET, FrameFiles, Results, arguments, at_least, at_most, classification_data, plain_network, send_by_value, spark_session  # noqa: E402
@@ -85,29 +81,35 @@ def _process_start_time() -> float | None:
         return None
 
 
-def _clocked_rank_main(spec):
+def _clocked_rank_main(topology, spec, driver_env):
     """Horovod's rank function with the wall clock of its start and end written beside it."""
     import json
     import os
+    import sys
     import time
 
     entered = time.time()
+    imported = "horovod.torch" in sys.modules  # by an earlier fit's rank in this Python worker
     from sparkdl.training.backends import horovod as backend
 
-    result = backend._rank_main(spec)  # in a rank process the module is fresh: the original function
-    directory = os.environ.get(CLOCK_ENV)
+    result = backend._rank_main(topology, spec, driver_env)  # in the Python worker the module is its own: the original
+    directory = driver_env.get(CLOCK_ENV)
     if directory:
-        rank = os.environ.get("HOROVOD_RANK", "0")
-        with open(os.path.join(directory, f"rank-{rank}.json"), "w") as f:
-            json.dump({"created": _process_start_time(), "entered": entered, "returned": time.time()}, f)
+        with open(os.path.join(directory, f"rank-{topology.rank}.json"), "w") as f:
+            json.dump({"created": _process_start_time(), "entered": entered, "returned": time.time(),
+                       "pid": os.getpid(), "imported": imported}, f)
     return result
 
 
 def install_rank_clock() -> str:
-    """Wrap the Horovod backend's rank function; return the directory the ranks write their clocks to."""
+    """Wrap the Horovod backend's rank function; return the directory the ranks write their clocks to.
+
+    The directory reaches the ranks through the driver's environment (a ``SPARKDL_*`` variable, which
+    every rank gets).
+    """
     from sparkdl.training.backends import horovod as backend
 
-    backend._rank_main = _clocked_rank_main  # pickled by value: the ranks run it around their own, unwrapped one
+    backend._rank_main = _clocked_rank_main  # pickled by value with the launcher's closure
     send_by_value(__name__)
     directory = tempfile.mkdtemp(prefix="sparkdl-rank-clock-")
     os.environ[CLOCK_ENV] = directory
@@ -158,30 +160,30 @@ def clocked_fit(estimator, df, clock_dir: str) -> tuple[object, dict[str, float]
         phases["materialise"] = marks["materialized"] - marks["checked"]
         if rank:
             phases["launch"] = rank["entered"] - marks["materialized"]
-            if rank.get("created"):
-                phases["launch: Spark tasks, task services, process spawn"] = rank["created"] - marks["materialized"]
-                phases["launch: rank interpreter and imports"] = rank["entered"] - rank["created"]
+            # A worker created during this fit was started for it; a reused one was created before.
+            phases["rank 0 Python worker: 1 started in this fit, 0 reused"] = float(bool(rank.get("created")) and rank["created"] > began)
+            phases["rank 0 Python worker: 1 had imported horovod.torch, 0 not"] = float(rank.get("imported", False))
             phases["rank set-up (imports, init, shard, network, digests)"] = rank["returned"] - rank["entered"] - epochs
-            phases["return (rank exit, result to driver, Parquet deleted)"] = ended - rank["returned"]
+            phases["return (result to driver, Parquet deleted)"] = ended - rank["returned"]
     return model, phases
 
 
 def import_cpu_seconds() -> dict[str, float]:
-    """CPU seconds (user + system, best of 2) a fresh interpreter spends on what each Horovod rank process imports.
+    """CPU seconds (user + system, best of 2) a fresh interpreter spends on what a Horovod rank imports.
 
     CPU time hardly depends on how busy the machine is, so this shows what
-    the launch costs at least: every rank is a new interpreter (started by a
-    new spawned "middleman" interpreter) that imports horovod.spark (and with
-    it pyspark), torch and horovod.torch before training can start; the
-    first optimizer step then imports torch._dynamo (torch's optimizers do
-    on every step, to mark a graph break), counted here apart from torch.
+    a rank in a new Python worker (the first fit of an application, or one
+    after Spark replaced its workers) pays at least before training can
+    start: torch and horovod.torch, then, on the first optimizer step,
+    torch._dynamo (torch's optimizers import it on every step, to mark a
+    graph break), counted here apart from torch. A later fit's ranks run in
+    workers that have imported all of it.
     """
     import resource
     import subprocess
 
     cases = {
         "interpreter start": "pass",
-        "horovod.spark task (pyspark)": "import horovod.spark.task.gloo_exec_fn",
         "torch + horovod.torch": "import torch, horovod.torch",
         "torch + horovod.torch + torch._dynamo": "import torch, horovod.torch, torch._dynamo",
         "sparkdl rank function": "import sparkdl.training.backends.horovod",
@@ -282,28 +284,21 @@ def main() -> dict:
                 if phases["fixed"] >= phases_by_rows[rows]["fixed"]:
                     continue
             phases_by_rows[rows] = phases
-        os.environ[warm.ENABLED_ENV] = "0"
-        try:
-            cold_ranks = _fixed_cost_fit(spark, files, FIXED_SMALL, batch, clock_dir)
-        finally:
-            del os.environ[warm.ENABLED_ENV]
         small = phases_by_rows[FIXED_SMALL]
         results.add(f"fit() fixed cost, 10k rows (2 Horovod ranks{'' if quick else ', best of 2'})", small["fixed"], "s",
                     target=f"<= {FIXED_COST_TARGET_S:g} s", met=at_most(small["fixed"], FIXED_COST_TARGET_S),
-                    note="a later fit: the ranks train in children of the warm process server", **small)
+                    note="a later fit: the ranks train in the Python workers earlier fits left imported", **small)
         results.add("fit() fixed cost, 10k rows, first fit of the application", first["fixed"], "s",
-                    note="starts the warm process server, which imports torch while Horovod launches the ranks; "
+                    note="the ranks' Python workers start and import torch and horovod.torch; "
                          "also Spark's first jobs of the session", **first)
-        results.add(f"fit() fixed cost, 10k rows, {warm.ENABLED_ENV}=0", cold_ranks["fixed"], "s",
-                    note="a later fit in which every rank imports torch, horovod.torch and torch._dynamo itself", **cold_ranks)
         for rows in sorted(r for r in phases_by_rows if r != FIXED_SMALL):
             results.add(f"fit() fixed cost, {rows // 1000}k rows", phases_by_rows[rows]["fixed"], "s", **phases_by_rows[rows])
         imports = import_cpu_seconds()
         results.add("rank process imports, CPU seconds per rank", sum(imports.values()), "s",
-                    note="what a fresh rank interpreter imports before its first step (with the warm process "
-                         "server only the horovod.spark part: the server imports the rest once per executor)", **imports)
+                    note="what a rank in a new Python worker imports before its first step (a later fit's "
+                         "ranks reuse workers that have)", **imports)
         results.extra["fixed_cost_phases_seconds"] = {str(rows): phases for rows, phases in sorted(phases_by_rows.items())}
-        results.extra["fixed_cost_phases_seconds"].update({"10000, first fit": first, f"10000, {warm.ENABLED_ENV}=0": cold_ranks})
+        results.extra["fixed_cost_phases_seconds"]["10000, first fit"] = first
     finally:
         files.close()
         shutil.rmtree(clock_dir, ignore_errors=True)

@@ -137,3 +137,16 @@ def test_the_folder_channel_prints_rank_0s_epochs_and_tells_lost_ranks_from_ende
     assert ranks[0].error == {"type": "ValueError", "message": "bad row", "collective": False}
     # rank 0: hello, epoch, checkpoint, end; rank 1: hello (no file per redrawn bar); and the two strays
     assert len(os.listdir(tmp_path / "reports")) == 4 + 1 + 2
+
+
+def test_a_pyspark_whose_mapInArrow_has_no_barrier_stage_gets_one_clear_error():
+    class Frame:  # pyspark 3.5's Connect client: mapInArrow(func, schema) and nothing more
+        def mapInArrow(self, func, schema):
+            return self
+
+    class Session:
+        def range(self, *args, **kwargs):
+            return Frame()
+
+    with pytest.raises(RuntimeError, match=r"^this pyspark \(.*\) cannot launch the ranks as a barrier stage .*use Spark 4, or backend='local'$"):
+        barrier.launch(Session(), 2, lambda topology: None)
