@@ -14,8 +14,8 @@ from connect_server import run_client
 pytestmark = [pytest.mark.connect, pytest.mark.timeout(900)]
 
 
-def test_each_backend_trains_digits_on_two_ranks_with_epoch_lines_on_the_client_and_no_listening_socket(connect_url, report):
-    figures = run_client("connect_training.py", connect_url, ["fits"])
+def test_each_backend_trains_digits_on_two_ranks_with_epoch_lines_on_the_client_no_listening_socket_and_a_pipeline_round_trip(connect_url, report, tmp_path):
+    figures = run_client("connect_training.py", connect_url, ["fits", str(tmp_path / "pipeline")])
     for backend in ("horovod", "torch_distributor", "auto"):
         report(f"connect: {backend} digits accuracy, 2 ranks, 5 epochs", figures[backend]["accuracy"])
     assert figures["session"].startswith("pyspark.sql.connect")
@@ -25,6 +25,8 @@ def test_each_backend_trains_digits_on_two_ranks_with_epoch_lines_on_the_client_
     # The ranks' epoch lines reached the client's own output: five per fit, three fits.
     assert len(re.findall(r"^epoch [1-5]/5  loss \d", figures["stdout"], flags=re.M)) == 15
     assert figures["socketSamples"] > 0 and figures["listening"] == []
+    # A saved and loaded Pipeline scores every test row exactly as the fitted one did.
+    assert figures["pipeline"]["rows"] > 300 and figures["pipeline"]["identical"] and figures["pipeline"]["accuracy"] >= 0.9
     # CrossValidator over 1 and 3 epochs: two folds each, and 3 epochs fit the digits better than 1.
     low, high = figures["crossValidation"]["avgMetrics"]
     assert 0 < low < high and figures["crossValidation"]["bestEpochs"] == 3

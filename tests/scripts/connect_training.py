@@ -1,7 +1,8 @@
 """A Spark Connect client (``SPARK_REMOTE``) that trains digits on 2 ranks with each distributed backend.
 
-argv[1] "fits": horovod, torch_distributor and auto, 5 epochs each; the client's listening TCP sockets
-are sampled while they run. argv[1] "restart" (argv[2]: checkpoint directory): a horovod fit with
+argv[1] "fits" (argv[2]: where to save a pipeline): horovod, torch_distributor and auto, 5 epochs each,
+a saved and loaded Pipeline and a CrossValidator; the client's listening TCP sockets are sampled
+while they run. argv[1] "restart" (argv[2]: checkpoint directory): a horovod fit with
 maxRestarts=1 during which this client SIGKILLs an executor of the Connect server once the first
 checkpoint exists. Prints one JSON line with what it saw.
 """
@@ -18,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from connect_server import listening_sockets  # noqa: E402
 
 from pyspark.ml.evaluation import MulticlassClassificationEvaluator  # noqa: E402
+from pyspark.ml import Pipeline, PipelineModel  # noqa: E402
 from pyspark.ml.tuning import CrossValidator, ParamGridBuilder  # noqa: E402
 
 from sparkdl.datasets import digits  # noqa: E402
@@ -80,6 +82,15 @@ if sys.argv[1] == "fits":
         model = estimator.copy({estimator.backend: backend}).fit(train)
         figures[backend] = {"accuracy": evaluator.evaluate(model.transform(test)), "seconds": time.time() - began,
                             "ranks": len(model.rankDevices)}
+    # A Pipeline with a 2-rank stage, saved twice over the same path, loaded, scores the same rows alike.
+    fitted = Pipeline(stages=[estimator.copy({estimator.backend: "horovod", estimator.verbose: 0})]).fit(train)
+    path = sys.argv[2]
+    fitted.write().overwrite().save(path)
+    fitted.write().overwrite().save(path)
+    before = [(r["prediction"], r["probability"].toArray().tolist()) for r in fitted.transform(test).orderBy("features").collect()]
+    after = [(r["prediction"], r["probability"].toArray().tolist()) for r in PipelineModel.load(path).transform(test).orderBy("features").collect()]
+    figures["pipeline"] = {"rows": len(before), "identical": before == after,
+                           "accuracy": evaluator.evaluate(PipelineModel.load(path).transform(test))}
     # CrossValidator: one materialisation for every param map, each fit a barrier stage of 2 ranks.
     grid = ParamGridBuilder().addGrid(estimator.epochs, [1, 3]).build()
     validator = CrossValidator(estimator=estimator.copy({estimator.backend: "horovod", estimator.verbose: 0}),
