@@ -10,8 +10,7 @@ and on a classic session from its SparkContext where that knows better:
   ``spark.executor.instances * spark.executor.cores``, or ``spark.cores.max``
   where those are unset. Under dynamic allocation, or when none of these is
   set, the number cannot be known and the fit asks for ``numProc``.
-- ``task_cpus``, ``task_gpus``: ``spark.task.cpus`` and
-  ``spark.task.resource.gpu.amount``.
+- ``task_cpus``: ``spark.task.cpus``.
 - ``context``: the session's SparkContext, None on Connect (restarts then
   learn what they can from the ranks' own reports).
 """
@@ -20,6 +19,8 @@ from __future__ import annotations
 
 import re
 from typing import Any
+
+from sparkdl.session import is_connect
 
 NUM_PROC_HINT = "set numProc to the number of ranks to start"
 
@@ -31,11 +32,6 @@ def context(spark: Any) -> Any:
     return spark.sparkContext
 
 
-def is_connect(spark: Any) -> bool:
-    """Whether ``spark`` is a Spark Connect client session."""
-    return type(spark).__module__.startswith("pyspark.sql.connect")
-
-
 def _conf(spark: Any, key: str) -> str | None:
     value = spark.conf.get(key, None)
     return None if value is None or str(value).strip() == "" else str(value).strip()
@@ -43,18 +39,6 @@ def _conf(spark: Any, key: str) -> str | None:
 
 def task_cpus(spark: Any) -> int:
     return int(_conf(spark, "spark.task.cpus") or 1)
-
-
-def task_gpus(spark: Any) -> float | None:
-    """GPUs each task asks for (``spark.task.resource.gpu.amount``), None when Spark schedules none."""
-    amount = _conf(spark, "spark.task.resource.gpu.amount")
-    return float(amount) if amount is not None else None
-
-
-def is_local(spark: Any) -> bool:
-    """Whether the executors run in the driver's process (``local`` masters)."""
-    master = _conf(spark, "spark.master") or ""
-    return master.startswith("local") and not master.startswith("local-cluster")
 
 
 def task_slots(spark: Any) -> int:

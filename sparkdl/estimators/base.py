@@ -163,9 +163,11 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
         if self.getBackend() == "local":
             return 1
         requested = self.getNumProc()
+        if requested is not None and cluster.is_connect(dataset.sparkSession):
+            return requested  # a Connect client may not know the slots: the barrier stage checks them
+        cores = cluster.task_slots(dataset.sparkSession)
         if requested is None:
-            return cluster.task_slots(dataset.sparkSession)
-        cores = cluster.task_slots(dataset.sparkSession) if not cluster.is_connect(dataset.sparkSession) else requested
+            return cores
         if requested > cores:
             raise ValueError(
                 f"numProc: expected at most {cores} (the cores Spark has for tasks), found {requested}"

@@ -56,10 +56,6 @@ class Topology:
     def local_size(self) -> int:
         return self.hosts.count(self.host)
 
-    def host_order(self) -> list[str]:
-        """The hosts in the order of their first rank."""
-        return list(dict.fromkeys(self.hosts))
-
     def cross(self, rank: int) -> tuple[int, int]:
         """(cross rank, cross size) of ``rank``: its place among the ranks with its local rank, one per host."""
         local = self.hosts[:rank].count(self.hosts[rank])

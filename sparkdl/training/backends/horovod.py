@@ -63,10 +63,10 @@ class Rendezvous:
 
 def _slot(topology: barrier.Topology, rank: int) -> dict[str, Any]:
     """Where ``rank`` sits, in the terms of Horovod's ``SlotInfo``."""
-    host = topology.hosts[rank]
+    place = barrier.Topology(rank, topology.hosts)
     cross_rank, cross_size = topology.cross(rank)
-    return {"hostname": host, "rank": rank, "local_rank": topology.hosts[:rank].count(host), "cross_rank": cross_rank,
-            "size": topology.size, "local_size": topology.hosts.count(host), "cross_size": cross_size}
+    return {"hostname": place.host, "rank": rank, "local_rank": place.local_rank, "cross_rank": cross_rank,
+            "size": topology.size, "local_size": place.local_size, "cross_size": cross_size}
 
 
 def horovod_env(topology: barrier.Topology, rendezvous_port: int) -> dict[str, str]:
