@@ -13,11 +13,16 @@ and on a classic session from its SparkContext where that knows better:
 - ``task_cpus``: ``spark.task.cpus``.
 - ``context``: the session's SparkContext, None on Connect (restarts then
   learn what they can from the ranks' own reports).
+- ``task_profile``: a stage-level ``ResourceProfile`` asking CPUs and GPUs per
+  task (``trainingResources``, ``inferenceResources``), checked by
+  ``check_resources``.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from numbers import Integral, Real
 from typing import Any
 
 from sparkdl.session import is_connect
@@ -79,3 +84,61 @@ def _server_cpus(spark: Any) -> int:
         yield pa.RecordBatch.from_pydict({"cpus": [os.cpu_count() or 1]})
 
     return int(spark.range(1, numPartitions=1).mapInArrow(count, "cpus LONG").collect()[0]["cpus"])
+
+
+RESOURCES = {"cpus": "an integer >= 1", "gpus": "a number > 0, whole or at most 0.5 (Spark's rule for a share of a GPU)"}
+
+
+def check_resources(name: str, value: dict | None) -> None:
+    """A ValueError naming the Param ``name`` unless ``value`` is None or asks for ``cpus`` and/or ``gpus`` per task
+    as Spark's ``TaskResourceRequest`` allows them."""
+    if value is None:
+        return
+    if not value or set(value) - set(RESOURCES):
+        raise ValueError(f"{name}: expected a dict with the keys 'cpus' and/or 'gpus', found {value!r}")
+    cpus, gpus = value.get("cpus", 1), value.get("gpus", 1)
+    if isinstance(cpus, bool) or not isinstance(cpus, Integral) or cpus < 1:
+        raise ValueError(f"{name}: expected 'cpus' to be {RESOURCES['cpus']}, found {cpus!r}")
+    if (isinstance(gpus, bool) or not isinstance(gpus, Real) or not math.isfinite(gpus) or gpus <= 0
+            or (gpus > 0.5 and gpus % 1 != 0)):
+        raise ValueError(f"{name}: expected 'gpus' to be {RESOURCES['gpus']}, found {gpus!r}")
+
+
+def task_profile(resources: dict | None, default_cpus: int | None = None) -> Any:
+    """A ``pyspark.resource.ResourceProfile`` whose tasks ask for ``resources`` ({"cpus": n, "gpus": x}, checked by
+    ``check_resources``), or None for None; ``default_cpus`` where ``resources`` names no cpus (else Spark's
+    ``spark.task.cpus`` applies). Built without a session: on a classic session pyspark makes it in the JVM, on a
+    Spark Connect client the server registers it when a stage first uses it."""
+    if resources is None:
+        return None
+    from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
+
+    requests = TaskResourceRequests()
+    if "cpus" in resources or default_cpus is not None:
+        requests.cpus(int(resources.get("cpus", default_cpus)))
+    if "gpus" in resources:
+        requests.resource("gpu", float(resources["gpus"]))
+    return ResourceProfileBuilder().require(requests).build
+
+
+def check_profile_support(name: str, resources: dict, spark: Any) -> None:
+    """A ValueError naming the Param ``name`` where ``spark`` cannot run a stage whose tasks ask for ``resources``:
+    pyspark before 4 (mapInArrow takes no profile), local mode (no cluster manager schedules the profile), or
+    CPUs or GPUs asked of executors that have fewer (``spark.executor.cores``,
+    ``spark.executor.resource.gpu.amount``), which would leave the stage waiting for ever."""
+    import pyspark
+
+    if int(pyspark.__version__.split(".")[0]) < 4:
+        raise ValueError(f"{name}: needs Spark 4 (pyspark {pyspark.__version__}'s mapInArrow takes no resource profile); "
+                         "leave it None")
+    master = _conf(spark, "spark.master") or ""
+    if re.fullmatch(r"local(\[.*\])?", master):
+        raise ValueError(f"{name}: needs a cluster manager with stage-level scheduling (standalone, YARN or Kubernetes), "
+                         f"found the local master {master!r}; leave it None")
+    cpus, cores = resources.get("cpus"), _conf(spark, "spark.executor.cores")
+    if cpus is not None and cores is not None and cpus > int(cores):
+        raise ValueError(f"{name}: asks {cpus} CPUs per task, but each executor has {cores} (spark.executor.cores)")
+    gpus, offered = resources.get("gpus"), float(_conf(spark, "spark.executor.resource.gpu.amount") or 0)
+    if gpus is not None and offered < math.ceil(gpus):
+        raise ValueError(f"{name}: asks {gpus:g} GPU(s) per task, but each executor offers {offered:g} "
+                         "(spark.executor.resource.gpu.amount with its discovery script)")

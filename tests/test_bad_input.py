@@ -246,7 +246,7 @@ BAD_PARAMS = {
     "negative batchSize": (ALL, dict(batchSize=-2), None, ValueError, r"batchSize: expected a value > 0, found -2"),
     "zero learningRate": (ALL, dict(learningRate=0.0), None, ValueError, r"learningRate: expected a value > 0, found 0.0"),
     "negative learningRate": (ALL, dict(learningRate=-0.1), None, ValueError, r"learningRate: expected a value > 0, found -0.1"),
-    "zero inferenceBatchSize": (ALL, dict(inferenceBatchSize=0), None, ValueError, r"inferenceBatchSize: expected a value > 0, found 0"),
+    "zero inferenceBatchSize": (ALL, dict(inferenceBatchSize=0), None, ValueError, r"inferenceBatchSize: expected a value > 0 or None, found 0"),
     "zero numProc": (ALL, dict(numProc=0), None, ValueError, r"numProc: expected a value > 0 or None, found 0"),
     "negative numProc": (ALL, dict(numProc=-1), None, ValueError, r"numProc: expected a value > 0 or None, found -1"),
     "numProc above the cores": (ALL, dict(numProc=64, backend="horovod"), None, ValueError, r"numProc: expected at most 2 \(the cores Spark has for tasks\), found 64"),

@@ -20,7 +20,7 @@ import torch
 from sparkdl import devices
 from sparkdl.data.arrow import InputError
 from sparkdl.data.materialize import FEATURES, LABEL, DataFile, ParquetData
-from sparkdl.estimators import inference
+from sparkdl.estimators import inference, scoring
 from sparkdl.training.collective import LocalCollective
 from sparkdl.training.loop import load_checkpoint, train
 from sparkdl.training.spec import TrainSpec
@@ -74,7 +74,7 @@ def test_scoring_on_the_gpu_names_the_column_with_nan(tmp_path):
     net = inference.load_network(architecture, None, devices.resolve("cuda"))
     x = np.array([[0.0, 1.0, 2.0], [np.nan, 0.0, np.inf]], np.float32)
     with pytest.raises(InputError, match=r"column 'f': expected finite values, found 2 NaN"):
-        inference.forward(net, x, get_task("classification"), label="column 'f'")
+        scoring.forward(net, x, get_task("classification"), label="column 'f'")
 
 
 def test_fp16_resume_restores_the_loss_scaler_from_the_checkpoint(tmp_path):
@@ -95,8 +95,8 @@ def test_scoring_on_the_gpu_matches_the_cpu(precision):
     weights = {k: v.numpy() for k, v in inference.load_network(architecture, None).state_dict().items()}
     x = np.random.default_rng(1).standard_normal((300, 784), dtype=np.float32)
     task = get_task("classification")
-    on_cpu = inference.forward(inference.load_network(architecture, weights), x.reshape(-1, 1, 28, 28), task)
-    on_gpu = inference.forward(inference.load_network(architecture, weights, devices.resolve("cuda")), x.reshape(-1, 1, 28, 28),
+    on_cpu = scoring.forward(inference.load_network(architecture, weights), x.reshape(-1, 1, 28, 28), task)
+    on_gpu = scoring.forward(inference.load_network(architecture, weights, devices.resolve("cuda")), x.reshape(-1, 1, 28, 28),
                                task, None, precision)
     tolerance = 1e-4 if precision == "32" else 3e-2
     assert np.abs(on_gpu["probability"] - on_cpu["probability"]).max() < tolerance

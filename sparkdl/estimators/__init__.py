@@ -4,8 +4,8 @@ Each estimator ``X`` fits an ``XModel`` (a ``TorchModel``); any saved model
 loads with ``TorchModel.load(path)``.
 
 The classes are imported on first use: ``sparkdl.estimators.inference``
-(the batch function ``transform`` runs on the executors) must import where
-Spark is not installed.
+and ``sparkdl.estimators.scoring`` (what ``transform`` runs on the
+executors) must import where Spark is not installed.
 """
 
 import importlib

@@ -109,6 +109,13 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
     def _validate_params(self) -> None:
         """Each declared Param against its constraint, then the rules that tie Params together."""
         check_declared(self)
+        if (resources := self.getTrainingResources()) is not None:
+            if self.getBackend() == "local":
+                raise ValueError(f"trainingResources: backend 'local' trains on the driver, not in a Spark task; expected None, "
+                                 f"found {resources!r} (or use a distributed backend)")
+            if self.getNumProc() is None:
+                raise ValueError(f"numProc: expected the number of ranks with trainingResources={resources!r}: how many tasks "
+                                 "of that profile Spark can run at once is not known before its stage starts")
         if self.getBackend() == "horovod" and (error := horovod_error()):
             raise ValueError(f"backend: 'horovod' needs horovod built for PyTorch, but `import horovod.torch` failed ({error}); "
                              f"run {HOROVOD_SETUP}, or use backend='torch_distributor' or 'auto'")
@@ -162,15 +169,17 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
     def _num_proc(self, dataset: DataFrame) -> int:
         if self.getBackend() == "local":
             return 1
-        requested = self.getNumProc()
+        requested, resources = self.getNumProc(), self.getTrainingResources()
         if requested is not None and cluster.is_connect(dataset.sparkSession):
             return requested  # a Connect client may not know the slots: the barrier stage checks them
-        cores = cluster.task_slots(dataset.sparkSession)
+        cpus = (resources or {}).get("cpus", 1)
+        cores = cluster.task_slots(dataset.sparkSession) // cpus
         if requested is None:
             return cores
         if requested > cores:
+            per_task = f", {cpus} per rank as trainingResources asks" if cpus > 1 else ""
             raise ValueError(
-                f"numProc: expected at most {cores} (the cores Spark has for tasks), found {requested}"
+                f"numProc: expected at most {cores} (the cores Spark has for tasks{per_task}), found {requested}"
             )
         return requested
 
@@ -233,6 +242,8 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
     def _plan(self, dataset: DataFrame, summary: Any = None) -> FitPlan:
         """Everything that can be wrong, found before any training job."""
         self._validate_params()
+        if (resources := self.getTrainingResources()) is not None:
+            cluster.check_profile_support("trainingResources", resources, dataset.sparkSession)
         num_proc = self._num_proc(dataset)
         summary = summary or self._summarize(dataset)
         shape, output_size = self._shapes(dataset, summary)
@@ -289,6 +300,7 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
             task=plan.task.name,
             progressBar=bool(self.getVerbose()) and _interactive(),
             initWeights=plan.initWeights,
+            threads=(self.getTrainingResources() or {}).get("cpus"),  # the CPUs the rank's task asked for
             epochHooks=tuple(_pickle_factory(hook) for hook in self._test_hooks),
             runId=uuid.uuid4().hex,
             **training_values(self.getOrDefault, plan.task.default_loss),
@@ -296,7 +308,9 @@ class TorchEstimator(Estimator, TorchParams, SavedWithoutPickle):
 
     def _train(self, data, plan: FitPlan, spark) -> "TorchModel":
         spec = self._spec(data, plan)
-        backend = get_backend(self.getBackend(), plan.numProc, self.getVerbose(), spark=spark)
+        # named cpus: Spark's slot count for a barrier stage fails on a task profile without them
+        profile = cluster.task_profile(self.getTrainingResources(), default_cpus=cluster.task_cpus(spark))
+        backend = get_backend(self.getBackend(), plan.numProc, self.getVerbose(), spark=spark, profile=profile)
         restarts: list[dict[str, Any]] = []
         if backend.name == "local":
             result = backend.run(spec)

@@ -1,11 +1,7 @@
-"""Batched inference next to the data: ``mapInArrow`` over Arrow record batches.
+"""A fitted network in the tasks that score with it: its weights shipped once, built once per worker.
 
-The features arrive as one Arrow list column, decoded straight from its flat
-value buffer (``sparkdl.data.arrow``), pushed through the network in chunks
-of ``inferenceBatchSize`` under ``torch.inference_mode``, and the outputs are
-appended as Arrow columns. A row of another length than the fitted input, or
-a NaN or infinite value, fails the task with an error naming the column
-(null rows give null outputs).
+Scoring itself (decode, forward pass, encode, overlapped) is
+``sparkdl.estimators.scoring``.
 
 The weights reach the executors once (``share_network``): as a broadcast on
 a classic session; under Spark Connect, whose plans must stay small (a
@@ -13,10 +9,8 @@ message is capped at 128 MiB by default), as a file artifact of the session
 named by the SHA-256 of its content, checked against that hash before it is
 loaded. The network is built once per Python worker and device: a small
 cache keyed by the model's uid, weights token and device keeps it across
-batches, tasks and jobs. On a GPU (``sparkdl.devices``: the one
-Spark assigned to the task) each chunk is copied there, checked for NaN and
-infinity there, run under the model's ``precision`` and its outputs copied
-back in one wait, then into Arrow.
+batches, tasks and jobs, on the device the task computes on
+(``sparkdl.devices``: on a GPU, the one Spark assigned to the task).
 
 Nothing here imports pyspark at import time: the same functions score on a
 host without Spark.
@@ -27,14 +21,10 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-import warnings
 from collections import OrderedDict
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
-import pyarrow as pa
-
-from sparkdl.data import arrow
 
 CACHE_SIZE = 4
 _cache: "OrderedDict[str, Any]" = OrderedDict()
@@ -138,65 +128,3 @@ def load_network(architecture: dict[str, Any], weights: dict[str, np.ndarray] | 
     if weights is not None:
         net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
     return net.eval().to(device or "cpu")
-
-
-def forward(net, x: np.ndarray, task, thresholds: list[float] | None = None, precision: str = "32",
-            label: str | None = None) -> dict[str, np.ndarray]:
-    """Named numpy outputs of ``net`` for one chunk of shaped inputs, computed where ``net`` is.
-
-    With ``label`` the inputs are checked for NaN and infinite values where
-    they are computed on (one pass there instead of one on the host), before
-    the network runs: an ``arrow.InputError`` starting with ``label`` says how
-    many. On a GPU the outputs come back in one wait for the device.
-    """
-    import torch
-
-    from sparkdl import devices
-
-    device = next(net.parameters()).device
-    with torch.inference_mode(), warnings.catch_warnings():
-        # Arrow buffers are read-only; inference never writes to its input.
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        inputs = devices.to_device(torch.from_numpy(x), device)
-        # before the network: one that turns values into indices would fail on NaN with an error of its own
-        if label is not None and not bool(torch.isfinite(inputs).all()):
-            raise arrow.not_finite(label, int((~torch.isfinite(inputs)).sum()))
-        with devices.autocast(precision, device):
-            outputs = task.outputs(net, inputs, thresholds)
-        on_gpu = device.type == "cuda"
-        host = {k: (v.float() if v.dtype in (torch.float16, torch.bfloat16) else v).to("cpu", non_blocking=on_gpu)
-                for k, v in outputs.items()}
-        if on_gpu:
-            torch.cuda.current_stream(device).synchronize()
-        return {k: v.numpy() for k, v in host.items()}
-
-
-def predict_batches(
-    batches: Iterator[pa.RecordBatch],
-    *,
-    features: str,
-    width: int,
-    batch_size: int,
-    network: Callable[[np.ndarray], dict[str, np.ndarray]],
-    outputs: list[tuple[str, str, Callable[[np.ndarray, np.ndarray | None], pa.Array]]],
-    label: str | None = None,
-    check_finite: bool = True,
-) -> Iterator[pa.RecordBatch]:
-    """Append one Arrow column per ``outputs`` entry to every batch.
-
-    ``network(x)`` maps a float32 (rows, width) chunk to named numpy
-    outputs; each ``outputs`` entry is (output name, column name, encoder).
-    ``label`` names the input in errors (default: the column ``features``).
-    ``check_finite=False`` leaves the NaN/infinity check to ``network``
-    (``forward`` with a label makes it on the GPU).
-    """
-    label = label or f"column {features!r}"
-    for batch in batches:
-        x, valid = arrow.features_matrix(batch.column(batch.schema.get_field_index(features)), width, label, check_finite)
-        starts = range(0, len(x), batch_size) if len(x) else [0]
-        chunks = [network(x[i : i + batch_size]) for i in starts]
-        columns, names = list(batch.columns), list(batch.schema.names)
-        for key, column_name, encode in outputs:
-            columns.append(encode(np.concatenate([c[key] for c in chunks]), valid))
-            names.append(column_name)
-        yield pa.RecordBatch.from_arrays(columns, names=names)

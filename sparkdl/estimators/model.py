@@ -1,25 +1,39 @@
 """``TorchModel``: a fitted torch network as a Spark Transformer, saved without pickle.
 
-``transform`` runs the network in Arrow batches next to the data (see
-``sparkdl.estimators.inference``); the weights travel once per executor (a
-broadcast, or under Spark Connect a file artifact named by their SHA-256) and
-the network is built once per Python worker.
+``transform`` runs the network in Arrow batches next to the data
+(``sparkdl.estimators.scoring``: decode, forward pass and encode overlapped).
+On Spark 4.1+ the scoring is a scalar Arrow UDF over the features column
+alone, so only that column travels to Python and only the outputs come back;
+on earlier lines, and with ``inferenceResources`` (a stage-level resource
+profile, which only ``mapInArrow`` takes), it is a ``mapInArrow`` over whole
+rows. The weights travel once per executor (``sparkdl.estimators.inference``:
+a broadcast, or under Spark Connect a file artifact named by their SHA-256)
+and the network is built once per Python worker.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
+import pyarrow as pa
 from pyspark.ml import Model
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+try:  # Spark 4.1+: a scalar Arrow UDF, which sends only its input column to Python
+    from pyspark.sql.functions import arrow_udf
+except ImportError:
+    arrow_udf = None
+
+from sparkdl import cluster
 from sparkdl.data.schema import check_features_type
-from sparkdl.estimators import inference
+from sparkdl.estimators import inference, scoring
 from sparkdl.estimators.params import TorchParams, declarations, stage
 from sparkdl.estimators.persistence import (
     HISTORY,
@@ -35,6 +49,26 @@ from sparkdl.estimators.persistence import (
 )
 from sparkdl.training.spec import TrainSpec
 from sparkdl.training.tasks import Task, get_task
+
+
+logger = logging.getLogger(__name__)
+SCORES = "__sparkdl_scores"  # the struct of outputs, before its fields become the output columns
+
+
+def arrow_batch_rows(spark) -> int:
+    """Rows per Arrow batch that Spark hands to Python (``spark.sql.execution.arrow.maxRecordsPerBatch``)."""
+    rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000") or 10000)
+    return rows if rows > 0 else 1 << 30
+
+
+def _arrow_udf_runs(spark) -> bool:
+    """Whether this pyspark has scalar Arrow UDFs and the session's Spark (a Connect server may be older) runs them."""
+    return arrow_udf is not None and tuple(int(part) for part in spark.version.split(".")[:2]) >= (4, 1)
+
+
+def _quoted(name: str) -> Any:
+    """The top-level column ``name``, even with a dot in it."""
+    return F.col("`" + name.replace("`", "``") + "`")
 
 
 # Buffers a network computes itself (a transformer's position table) may hold as many elements as its
@@ -112,6 +146,7 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
         # where each rank trained: {"rank", "host", "device", "gpuAddress"} (the GPU Spark assigned, or None)
         self.rankDevices: list[dict[str, Any]] = []
         self._shared: tuple[Any, Any, str] | None = None  # (session and weights it was made for, payload, cache key)
+        self._activations: tuple[Any, tuple[int | None, int | None]] | None = None  # (architecture, bytes per row)
 
     @classmethod
     def _from_training(cls, spec: TrainSpec, result) -> "TorchModel":
@@ -233,6 +268,45 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
         """The frame and column the network reads (models that combine columns override this)."""
         return dataset, self.getFeaturesCol()
 
+    def _chunk_rows(self, spark) -> tuple[int | None, tuple[int | None, int | None], int]:
+        """(``inferenceBatchSize``, or the automatic rows per chunk on a CPU; the network's (largest, total)
+        activation bytes per row, from which a GPU task picks its rows by its free memory, None when set;
+        Spark's rows per Arrow batch)."""
+        arrow_rows = arrow_batch_rows(spark)
+        if self.getInferenceBatchSize() is not None:
+            return self.getInferenceBatchSize(), (None, None), arrow_rows
+        if self._activations is None or self._activations[0] is not self.architectureSpec:
+            self._activations = (self.architectureSpec, self._measure_activations())
+        activations = self._activations[1]
+        cpu_rows = scoring.auto_batch_size(*activations, "cpu", arrow_rows)
+        logger.debug("%s: inferenceBatchSize automatic: %d rows per chunk on a CPU (largest activation %s bytes per row, "
+                     "Arrow batches of %d rows); a GPU task fills %.0f%% of its free memory (activations %s bytes per row)",
+                     self.uid, cpu_rows, activations[0], arrow_rows, 100 * scoring.GPU_MEMORY_SHARE, activations[1])
+        return cpu_rows, activations, arrow_rows
+
+    def _measure_activations(self) -> tuple[int | None, int | None]:
+        """The network's (largest, total) activation bytes per row, from a forward pass on the meta device:
+        shapes only, no memory, and no draw from torch's global generator (a fit may be running beside)."""
+        import torch
+
+        shape = self.architectureSpec["inputShape"]
+        try:
+            with torch.device("meta"):
+                net = inference.load_network(self.architectureSpec, None, "meta")
+                return scoring.activation_bytes(net, np.zeros((2, *shape), np.float32), self._trained_task())
+        except Exception as err:  # noqa: BLE001 - a custom module that cannot run on the meta device
+            logger.debug("%s: cannot measure the activations on the meta device (%s): fixed chunk sizes", self.uid, err)
+            return None, None
+
+    def _scoring_profile(self, spark) -> Any:
+        """The ``ResourceProfile`` ``inferenceResources`` asks for (None without), checked before any job."""
+        resources = self.getInferenceResources()
+        declarations(type(self))["inferenceResources"].check("inferenceResources", resources)
+        if resources is None:
+            return None
+        cluster.check_profile_support("inferenceResources", resources, spark)
+        return cluster.task_profile(resources)
+
     def _transform(self, dataset: DataFrame) -> DataFrame:
         check_features_type(dataset, self.getFeaturesCol())
         original_columns = dataset.columns
@@ -241,16 +315,22 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
         for _, name, _, _ in columns:
             if name in dataset.columns:
                 raise ValueError(f"output column {name!r} already exists in the DataFrame; choose another name")
-        schema = T.StructType(dataset.schema.fields + [T.StructField(name, t, True) for _, name, _, t in columns])
-        payload, key = self._payload(dataset.sparkSession)
+        if not columns:  # every output column named "": nothing to compute
+            return dataset.drop(features) if features not in original_columns else dataset
+        spark = dataset.sparkSession
+        profile = self._scoring_profile(spark)
+        payload, key = self._payload(spark)
         shape = tuple(self.architectureSpec["inputShape"])
         width = math.prod(shape)
-        batch_size, task, thresholds = self.getInferenceBatchSize(), self._trained_task(), self._checked_thresholds()
+        task, thresholds = self._trained_task(), self._checked_thresholds()
         device, precision = self._checked_device()
-        outputs = [(k, name, encode) for k, name, encode, _ in columns]
+        rows, activations, arrow_rows = self._chunk_rows(spark)
+        explicit = self.getInferenceBatchSize() is not None
+        encoders = [(k, encode) for k, _, encode, _ in columns]
+        names = [name for _, name, _, _ in columns]
         label = f"featuresCol column {self.getFeaturesCol()!r}"
 
-        def run(batches):
+        def scored(batches, column):
             import torch
             from pyspark import TaskContext
 
@@ -261,12 +341,32 @@ class TorchModel(Model, TorchParams, SavedWithoutPickle):
             where = devices.task_device(device)
             devices.check_precision(precision, where)
             net = inference.cached_network(f"{key}|{where}", lambda: inference.load_network(*payload.value, where))
-            return inference.predict_batches(
-                batches, features=features, width=width, batch_size=batch_size,
-                network=lambda x: inference.forward(net, x.reshape(-1, *shape), task, thresholds, precision, label),
-                outputs=outputs, label=label, check_finite=False,
+            chunk = rows if explicit or where.type != "cuda" else scoring.auto_batch_size(*activations, where, arrow_rows)
+            return scoring.score(
+                batches, column=column, width=width, batch_size=chunk, outputs=encoders, label=label,
+                network=lambda x: scoring.launch(net, x.reshape(-1, *shape), task, thresholds, precision, label),
             )
 
-        result = dataset.mapInArrow(run, schema)
-        added = [name for _, name, _, _ in columns]
-        return result if features in original_columns else result.select(*original_columns, *added)
+        if profile is None and _arrow_udf_runs(spark):  # only the features travel to Python, only the outputs back
+            def score_arrays(arrays):
+                return scoring.as_structs(scored(arrays, lambda array: array), names)
+
+            score_arrays.__annotations__ = {"arrays": Iterator[pa.Array], "return": Iterator[pa.Array]}  # an iterator UDF
+            outputs = T.StructType([T.StructField(name, t, True) for _, name, _, t in columns])
+            udf = arrow_udf(score_arrays, outputs)
+            result = dataset.withColumn(SCORES, udf(_quoted(features)))
+            result = result.withColumns({name: F.col(SCORES)[name] for name in names}).drop(SCORES)
+        else:
+            def score_batches(batches):
+                index = None
+
+                def column(batch):
+                    nonlocal index
+                    index = batch.schema.get_field_index(features) if index is None else index
+                    return batch.column(index)
+
+                return scoring.append_columns(scored(batches, column), names)
+
+            schema = T.StructType(dataset.schema.fields + [T.StructField(name, t, True) for _, name, _, t in columns])
+            result = dataset.mapInArrow(score_batches, schema, **({} if profile is None else {"profile": profile}))
+        return result if features in original_columns else result.drop(features)

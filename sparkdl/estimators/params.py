@@ -22,6 +22,7 @@ from pyspark.ml.param.shared import (
     HasRawPredictionCol,
 )
 
+from sparkdl.cluster import check_resources
 from sparkdl.data.filesystems import check_location, location_converter
 from sparkdl.training.declared import (
     Declared,
@@ -79,7 +80,22 @@ ESTIMATOR = (
              "(None: the Spark conf spark.sparkdl.dataDir, else petastorm.spark.converter.parentCacheDirUrl, else "
              "<spark.local.dir or the temporary directory>/sparkdl-<uid>, private to the user (mode 0700; refused if another user "
              "owns it or may enter it), which serves local mode only)", location_converter("dataDir"), None, check_location),
-    Declared("inferenceBatchSize", "rows per forward pass in transform (> 0)", to_int, 1024, POSITIVE),
+    Declared("inferenceBatchSize", "rows per forward pass in transform (> 0); None: chosen per model and device, from the "
+             "network's activations per row (on a CPU, chunks whose largest activation stays near 2 MiB, at most 512 rows; on a GPU, a quarter "
+             "of its free memory, at most 65536 rows), never more than one Arrow batch (spark.sql.execution.arrow.maxRecordsPerBatch); "
+             "the model's log says what it chose at debug level; Seq2SeqModel decodes 1024 sources at a time", optional(to_int), None, POSITIVE_OR_NONE),
+    Declared("trainingResources", "what each training rank's task asks Spark for, {'cpus': an integer >= 1 (also the rank's "
+             "torch threads), 'gpus': a number > 0, whole or at most 0.5}, as a stage-level ResourceProfile of the fit's barrier "
+             "stage (set numProc with it); needs Spark 4 (pyspark 3.5's mapInArrow takes no profile) and a cluster manager with "
+             "stage-level scheduling (standalone, YARN or Kubernetes; with dynamic allocation off, executors must already offer "
+             "the resource); not with backend='local' (None: the application's task resources, spark.task.cpus and "
+             "spark.task.resource.gpu.amount)", optional(to_dict), None, check_resources),
+    Declared("inferenceResources", "what each scoring task of transform asks Spark for, {'cpus': an integer >= 1, 'gpus': "
+             "a number > 0, whole or at most 0.5}, as a stage-level ResourceProfile of the scoring stage, e.g. {'gpus': 1} scores "
+             "on GPU executors while the other stages ask for none; needs Spark 4 (pyspark 3.5's mapInArrow takes no profile) "
+             "and a cluster manager with stage-level scheduling (standalone, YARN or Kubernetes; with dynamic allocation off, "
+             "executors must already offer the resource) (None: the application's task resources)",
+             optional(to_dict), None, check_resources),
     Declared("initFrom", "saved sparkdl model (path, or a list of paths) whose weights initialise the network wherever they fit; None: random initialisation", to_paths, None),
     Declared("initFromMatch", "how saved tensors are paired with the network's: 'name' (same name and shape) or 'order' (definition order, each source continuing where the last stopped, up to its first shape mismatch)", to_string, "name", Options(("name", "order"))),
     Declared("initFromPrefixes", "use only saved tensors whose names start with one of these, e.g. ['encoder.', 'code.'] for an autoencoder's encoder (empty: all)", to_string_list, []),

@@ -36,6 +36,7 @@ from sparkdl.training.declared import Declared, Options, optional, to_bool, to_f
 
 FLAT = "__sparkdl_seq2seq_input"
 DECODINGS = ("greedy", "beam")
+DECODING_ROWS = 1024  # sources decoded at once where inferenceBatchSize is None
 SEQ2SEQ_ARGUMENTS = ("embeddingDim", "hiddenSize", "cell", "bidirectional", "attention", "padId", "startId", "endId")
 INTEGRAL = (T.IntegerType, T.LongType, T.ShortType, T.ByteType)
 
@@ -104,12 +105,13 @@ class Seq2SeqModel(TorchModel, _Seq2SeqParams):
             if name in dataset.columns:
                 raise ValueError(f"output column {name!r} already exists in the DataFrame; choose another name")
         schema = T.StructType(dataset.schema.fields + [T.StructField(name, t, True) for name, t in added])
+        profile = self._scoring_profile(dataset.sparkSession)
         payload, key = self._payload(dataset.sparkSession)
         arguments = self.architectureSpec["architectureParams"]
         options = {
             "decoding": self.getDecoding(), "beamWidth": self.getBeamWidth(), "lengthPenalty": self.getLengthPenalty(),
             "maxOutputLength": self.getMaxOutputLength() or arguments["maxTargetLength"],
-            "batchSize": self.getInferenceBatchSize(), "attention": bool(self.getAttentionCol()),
+            "batchSize": self.getInferenceBatchSize() or DECODING_ROWS, "attention": bool(self.getAttentionCol()),
             "names": [name for name, _ in added],
         }
         device, _ = self._checked_device()
@@ -127,7 +129,7 @@ class Seq2SeqModel(TorchModel, _Seq2SeqParams):
             for batch in batches:
                 yield _decode_batch(net, batch, source, options)
 
-        return dataset.mapInArrow(run, schema)
+        return dataset.mapInArrow(run, schema, **({} if profile is None else {"profile": profile}))
 
 
 def _decode_batch(net, batch: pa.RecordBatch, source: str, options: dict[str, Any]) -> pa.RecordBatch:

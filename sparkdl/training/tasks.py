@@ -13,6 +13,7 @@ models call these methods; nothing outside this module asks which task it is.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable
 
@@ -26,6 +27,12 @@ def _cross_entropy(output: torch.Tensor, target: torch.Tensor, weight: torch.Ten
     if output.dim() == 3:  # one class distribution per time step: (batch, steps, classes)
         return F.cross_entropy(output.transpose(1, 2), target.reshape(output.shape[:2]), weight=weight)
     return F.cross_entropy(output, target, weight=weight)
+
+
+@functools.lru_cache(maxsize=16)
+def _thresholds(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``values`` as a tensor on ``device``, made once: a copy to a GPU per chunk would wait for the GPU each time."""
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 def _shaped(loss: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
@@ -92,7 +99,7 @@ class Task:
     # -- scoring (in transform) --------------------------------------------------------
     def outputs(self, net: nn.Module, x: torch.Tensor, thresholds: list[float] | None = None) -> dict[str, torch.Tensor]:
         """Named outputs of ``net`` for one chunk of shaped inputs (under inference mode), where ``x`` is;
-        ``sparkdl.estimators.inference.forward`` brings them to the host."""
+        ``sparkdl.estimators.scoring.launch`` brings them to the host."""
         flat = net(x).reshape(len(x), -1)
         return {"prediction": flat[:, 0] if flat.shape[1] == 1 else flat}
 
@@ -135,7 +142,7 @@ class Classification(Task):
         if thresholds is None:
             prediction = logits.argmax(dim=1)
         else:  # MLlib's meaning: the largest p / t wins, and a class with t = 0 always wins
-            t = torch.tensor(thresholds, dtype=probability.dtype, device=probability.device)
+            t = _thresholds(tuple(thresholds), probability.dtype, probability.device)
             prediction = torch.where(t == 0, torch.inf, probability / t).argmax(dim=1)
         return {"raw": raw, "probability": probability, "prediction": prediction.double()}
 
