@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -115,6 +116,8 @@ def test_with_inference_resources_each_scoring_task_gets_a_gpu_and_scores_as_the
     assert len(scored) == 120 and len(plain) == 120
     # the default profile's tasks get no GPU: the application asks for none per task
     assert all(gpus == [] for gpus in plain), plain
+    print("rows per GPU address of the scoring task:", dict(Counter(a for row in scored for a in row["gpus"])),
+          "; rows with a GPU address under the default profile:", sum(bool(gpus) for gpus in plain))  # pytest -s
     # every row was scored by a task that Spark gave one GPU address
     assert all(len(row["gpus"]) == 1 and row["gpus"][0] in ("0", "1") for row in scored), [row["gpus"] for row in scored]
     # and scored as the fitted network computes on the driver: MLlib's columns from its logits
