@@ -1,9 +1,9 @@
 """Scoring Arrow batches with a network: decode, forward pass and encode of successive chunks overlap.
 
 One chunk is at most ``inferenceBatchSize`` rows of one Arrow batch. While a
-thread of its own runs chunk k's forward pass (``launch``), the task's
-thread decodes the next Arrow batch and encodes the outputs of the batch
-before (``score``)::
+thread of its own runs the forward passes of batch b's chunks (``launch``),
+the task's thread decodes the next Arrow batch and encodes the outputs of the
+batch before (``score``)::
 
     task thread    decode b+1 | encode b-1 | decode b+2 | encode b  | ...
     forward thread         forward b (its chunks)  | forward b+1    | ...
