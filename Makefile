@@ -3,7 +3,7 @@
 SPARK  ?= 4
 VENV   := $(if $(filter 4,$(SPARK)),.venv,.venv-spark$(SPARK))
 PYTHON := $(VENV)/bin/python
-STAMP  := $(VENV)/.sparkdl-setup
+STAMP  := $(VENV)/.sparkneural-setup
 # e.g. make test PYTEST_ARGS="-m stacks" (the subset CI runs on the second Spark line)
 PYTEST_ARGS ?=
 

@@ -1,19 +1,19 @@
-"""Test accuracy and fit time: sparkdl's ``MLPClassifier`` against MLlib's ``MultilayerPerceptronClassifier``.
+"""Test accuracy and fit time: sparkneural's ``MLPClassifier`` against MLlib's ``MultilayerPerceptronClassifier``.
 
 Same hidden layers, same training rows, same test rows, local[2]:
 
 * digits: scikit-learn's 8x8 digits (1,797 rows), standardised, 80/10/10
-  split (``sparkdl.datasets.digits_split``), hidden layers [128, 64], batch
+  split (``sparkneural.datasets.digits_split``), hidden layers [128, 64], batch
   32, at most 40 epochs (20 with ``--quick``); MLlib trains on train +
-  validation (it has no early stopping), sparkdl uses the validation rows
+  validation (it has no early stopping), sparkneural uses the validation rows
   for early stopping;
 * synthetic: scikit-learn's ``make_classification`` with 200k rows (10k with
   ``--quick``), 100 features (20 informative), 10 classes, 80/20 split,
   hidden layers [64, 32], batch 64, 10 epochs.
 
-MLlib: sigmoid hidden layers, L-BFGS, ``maxIter`` iterations. sparkdl: ReLU,
+MLlib: sigmoid hidden layers, L-BFGS, ``maxIter`` iterations. sparkneural: ReLU,
 Adam, 2 Horovod ranks. Fit time is the wall time of ``fit()``, including
-sparkdl's fixed cost of starting the ranks.
+sparkneural's fixed cost of starting the ranks.
 
     .venv/bin/python benchmarks/accuracy_vs_mllib.py [--quick]
 """
@@ -48,12 +48,12 @@ def compare(results: Results, name: str, ours, theirs, our_data, their_data, **d
     their_model, their_s = timed_fit(theirs, their_data[0])
     our_acc, their_acc = evaluate(our_model, our_data[1]), evaluate(their_model, their_data[1])
     last_stage = getattr(our_model, "stages", [our_model])[-1]
-    detail = {"sparkdl_accuracy": our_acc, "mllib_accuracy": their_acc, "sparkdl_fit_seconds": our_s,
-              "mllib_fit_seconds": their_s, "sparkdl_epochs_run": len(last_stage.history), **detail}
-    results.add(f"accuracy {name}: sparkdl MLP", our_acc, "", **detail)
+    detail = {"sparkneural_accuracy": our_acc, "mllib_accuracy": their_acc, "sparkneural_fit_seconds": our_s,
+              "mllib_fit_seconds": their_s, "sparkneural_epochs_run": len(last_stage.history), **detail}
+    results.add(f"accuracy {name}: sparkneural MLP", our_acc, "", **detail)
     results.add(f"accuracy {name}: MLlib MLP", their_acc, "", **detail)
-    results.add(f"accuracy {name}: sparkdl - MLlib", 100 * (our_acc - their_acc), "points", **detail)
-    results.add(f"fit time {name}: sparkdl / MLlib", our_s / their_s, "x", **detail)
+    results.add(f"accuracy {name}: sparkneural - MLlib", 100 * (our_acc - their_acc), "points", **detail)
+    results.add(f"fit time {name}: sparkneural / MLlib", our_s / their_s, "x", **detail)
 
 
 def main() -> dict:
@@ -62,16 +62,16 @@ def main() -> dict:
     epochs = 10
     results = Results("accuracy_vs_mllib", args.quick, synthetic_rows=rows, synthetic_features=100, classes=10,
                       synthetic_epochs=epochs, spark=f"local[{CORES}]", ranks=2)
-    spark = spark_session("sparkdl-bench-accuracy")
+    spark = spark_session("sparkneural-bench-accuracy")
     files = FrameFiles()
     try:
         from pyspark.ml import Pipeline
         from pyspark.ml.feature import StandardScaler
         from pyspark.ml.functions import array_to_vector
 
-        from sparkdl.baselines import mllib_mlp_baseline_for
-        from sparkdl.datasets import digits_split
-        from sparkdl.estimators import MLPClassifier
+        from sparkneural.baselines import mllib_mlp_baseline_for
+        from sparkneural.datasets import digits_split
+        from sparkneural.estimators import MLPClassifier
 
         labelled, test = digits_split(spark, (0.8, 0.1, 0.1), seed=7)
         digits_epochs = 20 if args.quick else 40
@@ -80,7 +80,7 @@ def main() -> dict:
         theirs = mllib_mlp_baseline_for(ours, numFeatures=64, numClasses=10, maxIter=200)
         scaler = StandardScaler(inputCol="pixels", outputCol="features", withMean=True, withStd=True)
         compare(results, "digits", Pipeline(stages=[scaler, ours]), Pipeline(stages=[scaler, theirs]), (labelled, test),
-                (labelled, test), hidden_layers=[128, 64], mllib_max_iter=200, sparkdl_max_epochs=digits_epochs)
+                (labelled, test), hidden_layers=[128, 64], mllib_max_iter=200, sparkneural_max_epochs=digits_epochs)
 
         from sklearn.datasets import make_classification
 
@@ -95,7 +95,7 @@ def main() -> dict:
         for frame in vectors:
             frame.count()
         compare(results, f"synthetic {rows // 1000}k x 100", ours, theirs, (train, held_out), tuple(vectors),
-                hidden_layers=[64, 32], mllib_max_iter=theirs.getMaxIter(), sparkdl_max_epochs=epochs)
+                hidden_layers=[64, 32], mllib_max_iter=theirs.getMaxIter(), sparkneural_max_epochs=epochs)
     finally:
         files.close()
         spark.stop()

@@ -82,7 +82,7 @@ class SparkPath:
     """BertEmbeddings over a cached 2-partition DataFrame of the texts."""
 
     def __init__(self, spark, model_path: str, texts: list[str]) -> None:
-        from sparkdl.text import BertEmbeddings
+        from sparkneural.text import BertEmbeddings
 
         self.df = spark.createDataFrame(list(enumerate(texts)), "id int, text string").repartition(2).cache()
         self.df.count()
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     machine = {**machine_info(), "gpu": gpu_info()}
     texts = load_texts(args.rows)
 
-    from sparkdl.session import get_spark, set_log_level
+    from sparkneural.session import get_spark, set_log_level
 
     spark = get_spark("bert-throughput", master=f"local[{THREADS}]", conf={"spark.ui.enabled": "false"})
     set_log_level(spark, "ERROR")

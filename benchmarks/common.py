@@ -20,6 +20,7 @@ import math
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -72,6 +73,15 @@ def versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             pass
     return found
+
+
+def git_commit() -> str | None:
+    """The commit checked out where the benchmark ran (``git rev-parse HEAD``), or None outside a git checkout."""
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (done.stdout.strip() or None) if done.returncode == 0 else None
 
 
 # -- figures --------------------------------------------------------------------------
@@ -153,6 +163,7 @@ class Results:
         result = {
             "benchmark": self.name,
             "date": dt.datetime.now().isoformat(timespec="seconds"),
+            **({"commit": commit} if (commit := git_commit()) else {}),
             "quick": self.quick,
             "seconds": round(time.perf_counter() - self.started, 1),
             "settings": _rounded(self.settings),
@@ -199,7 +210,7 @@ def send_by_value(module_name: str) -> None:
     """Pickle a benchmark script's functions by value: the ranks cannot import the script.
 
     Both picklers are told: pyspark's own copy of cloudpickle (Spark tasks,
-    the ranks of sparkdl's fits) and the cloudpickle package (Horovod's
+    the ranks of sparkneural's fits) and the cloudpickle package (Horovod's
     launcher). A script run directly is ``__main__``, which both send by value already.
     """
     import cloudpickle
@@ -212,7 +223,7 @@ def send_by_value(module_name: str) -> None:
 
 
 def spark_session(app: str, cores: int = CORES, conf: dict[str, str] | None = None):
-    from sparkdl.session import get_spark, set_log_level
+    from sparkneural.session import get_spark, set_log_level
 
     settings = {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": str(2 * cores), **(conf or {})}
     spark = get_spark(app, master=f"local[{cores}]", conf=settings)
@@ -237,7 +248,7 @@ class FrameFiles:
     """
 
     def __init__(self) -> None:
-        self.root = tempfile.mkdtemp(prefix="sparkdl-bench-")
+        self.root = tempfile.mkdtemp(prefix="sparkneural-bench-")
 
     def frame(self, spark, x: np.ndarray, y: np.ndarray | None = None, partitions: int = CORES):
         import pyarrow as pa
@@ -263,7 +274,7 @@ class FrameFiles:
 
 
 def plain_network(spec: dict[str, Any], classes: int = 10):
-    """The torch module sparkdl would build for ``spec`` (CHEAP, BIG, LENET)."""
-    from sparkdl.nn import build
+    """The torch module sparkneural would build for ``spec`` (CHEAP, BIG, LENET)."""
+    from sparkneural.nn import build
 
     return build(spec["architecture"], inputShape=spec["inputShape"], outputSize=classes, **spec["architectureParams"])

@@ -78,10 +78,10 @@ def main() -> None:
     import torch  # noqa: F401  (imported before the baseline, as fit imports it)
     from pyspark.sql import functions as F
 
-    from sparkdl.estimators import MLPClassifier
-    from sparkdl.session import get_spark
+    from sparkneural.estimators import MLPClassifier
+    from sparkneural.session import get_spark
 
-    spark = get_spark("sparkdl-driver-memory", master="local[2]",
+    spark = get_spark("sparkneural-driver-memory", master="local[2]",
                       conf={"spark.ui.enabled": "false", "spark.driver.memory": args.driver_memory})
     spark.sparkContext.setLogLevel("ERROR")
     rows = (

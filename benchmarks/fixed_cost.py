@@ -9,14 +9,14 @@ of its own with its own Spark application, all started together and
 measured in turn (a first fit each, then ``--later`` rounds), so that
 drifting load hits them alike:
 
-- ``sparkdl``: this checkout, classic session;
-- ``sparkdl (old)``: another checkout of sparkdl (``--old PATH``, put first on
+- ``sparkneural``: this checkout, classic session;
+- ``sparkneural (old)``: another checkout of sparkneural (``--old PATH``, put first on
   ``PYTHONPATH``; left out without it), classic session;
 - ``TorchDistributor``: classic session;
-- ``sparkdl, Connect`` and ``TorchDistributor, Connect``: one Spark Connect
+- ``sparkneural, Connect`` and ``TorchDistributor, Connect``: one Spark Connect
   client (``remote("local[2]")``, a server of its own; needs ``SPARK_HOME``)
   running both in turn, so the first TorchDistributor launch there follows
-  sparkdl's first fit in the same application (``--connect-fits-only``: sparkdl's
+  sparkneural's first fit in the same application (``--connect-fits-only``: sparkneural's
   alone; ``--no-connect`` leaves them out).
 
     .venv/bin/python benchmarks/fixed_cost.py [--later 3] [--old /path/to/checkout] [--no-connect | --connect-fits-only] [--out PATH]
@@ -42,12 +42,12 @@ RESULT_MARK = "FIXED-COST-RESULT "  # the line a measuring process answers with;
 
 # -- a measuring process --------------------------------------------------------------
 def _session(connect: bool):
-    from sparkdl.session import get_spark
+    from sparkneural.session import get_spark
 
     settings = {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4"}
     if connect:
-        return get_spark("sparkdl-bench-fixed-cost", remote="local[2]", conf=settings)
-    spark = get_spark("sparkdl-bench-fixed-cost", master="local[2]", conf=settings)
+        return get_spark("sparkneural-bench-fixed-cost", remote="local[2]", conf=settings)
+    spark = get_spark("sparkneural-bench-fixed-cost", master="local[2]", conf=settings)
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 
@@ -74,7 +74,7 @@ def serve(connect: bool, clocked: bool) -> None:
 
     spark = _session(connect)
     files = FrameFiles()
-    clock_dir = install_rank_clock() if clocked else tempfile.mkdtemp(prefix="sparkdl-rank-clock-")
+    clock_dir = install_rank_clock() if clocked else tempfile.mkdtemp(prefix="sparkneural-rank-clock-")
     try:
         for line in sys.stdin:
             what = line.strip()
@@ -124,16 +124,16 @@ class Measurer:
 
 
 def _label(measurer: Measurer, what: str) -> str:
-    return measurer.name if what == "fit" else measurer.name.replace("sparkdl", "TorchDistributor")
+    return measurer.name if what == "fit" else measurer.name.replace("sparkneural", "TorchDistributor")
 
 
 def main() -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--later", type=int, default=3, help="how many later fits (launches) to time each way")
-    parser.add_argument("--old", default=None, help="a checkout of another version of sparkdl to compare with")
+    parser.add_argument("--old", default=None, help="a checkout of another version of sparkneural to compare with")
     parser.add_argument("--no-connect", action="store_true", help="leave out the Spark Connect figures")
     parser.add_argument("--connect-fits-only", action="store_true",
-                        help="on Connect, sparkdl's fits alone (no TorchDistributor launches in the same application)")
+                        help="on Connect, sparkneural's fits alone (no TorchDistributor launches in the same application)")
     parser.add_argument("--quick", action="store_true", help="2 later fits each")
     parser.add_argument("--out", default=None, help="where the JSON goes (default benchmarks/results/fixed_cost.json)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -151,13 +151,13 @@ def main() -> dict:
     results = Results("fixed_cost", args.quick, rows=10_000, later_fits=later, ranks=2, batchSize=BATCH, epochs=1,
                       spark="local[2]", old=args.old, connect=not args.no_connect,
                       connect_fits_only=args.connect_fits_only)
-    measurers = [Measurer("sparkdl", ["fit"])]
+    measurers = [Measurer("sparkneural", ["fit"])]
     if args.old:
         # The old checkout's rank function differs: its fits are timed whole, without the rank's clock.
-        measurers.append(Measurer("sparkdl (old)", ["fit"], pythonpath=args.old, clocked=False))
+        measurers.append(Measurer("sparkneural (old)", ["fit"], pythonpath=args.old, clocked=False))
     measurers.append(Measurer("TorchDistributor", ["launch"]))
     if not args.no_connect:
-        measurers.append(Measurer("sparkdl, Connect", ["fit"] if args.connect_fits_only else ["fit", "launch"], connect=True))
+        measurers.append(Measurer("sparkneural, Connect", ["fit"] if args.connect_fits_only else ["fit", "launch"], connect=True))
     runs: dict[str, list[dict]] = {}
     try:
         for _ in range(1 + later):
@@ -181,13 +181,13 @@ def main() -> dict:
         later_medians[label] = statistics.median(fixed)
         results.add(f"{label}: {what}, later (median of {len(fixed)})", later_medians[label], "s", runs=fixed,
                     phases=found[1:] if what.startswith("fit") else None)
-    for ours, theirs in (("sparkdl", "TorchDistributor"), ("sparkdl (old)", "TorchDistributor"),
-                         ("sparkdl, Connect", "TorchDistributor, Connect")):
+    for ours, theirs in (("sparkneural", "TorchDistributor"), ("sparkneural (old)", "TorchDistributor"),
+                         ("sparkneural, Connect", "TorchDistributor, Connect")):
         if ours in later_medians and theirs in later_medians:
             ratio = later_medians[ours] / later_medians[theirs]
             results.add(f"later fit's fixed cost / {theirs}'s bare launch, {ours}", ratio, "x",
-                        target="<= 0.3x" if ours != "sparkdl (old)" else None,
-                        met=ratio <= 0.3 if ours != "sparkdl (old)" else None)
+                        target="<= 0.3x" if ours != "sparkneural (old)" else None,
+                        met=ratio <= 0.3 if ours != "sparkneural (old)" else None)
     return results.finish(args.out)
 
 

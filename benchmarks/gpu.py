@@ -1,16 +1,16 @@
-"""sparkdl's training loop and batch scoring on one GPU against plain PyTorch on the same GPU.
+"""sparkneural's training loop and batch scoring on one GPU against plain PyTorch on the same GPU.
 
 Runs where only Python, a CUDA build of torch, pyarrow and transformers
 are installed: no Java, no Spark, no network. The training rows are written
 as Parquet with pyarrow in the layout ``fit()`` materialises, and each
-sparkdl path is the code a rank or a scoring task runs:
+sparkneural path is the code a rank or a scoring task runs:
 
-- training: ``sparkdl.training.loop.train`` with the local collective (one
+- training: ``sparkneural.training.loop.train`` with the local collective (one
   rank), reading the Parquet shard; plain PyTorch trains the same network
   on the same rows held on the GPU as tensors (a random permutation each
   epoch, Adam, cross entropy, ``torch.autocast`` for bf16). Samples/s of the
   best epoch after the first.
-- inference: ``sparkdl.estimators.scoring.score`` over the Parquet file's
+- inference: ``sparkneural.estimators.scoring.score`` over the Parquet file's
   Arrow record batches, as a scoring task of ``transform`` runs it (input
   checks on the device, decode, forward and encode overlapped, all three
   MLlib output columns encoded as Arrow); plain PyTorch decodes the same
@@ -18,13 +18,13 @@ sparkdl path is the code a rank or a scoring task runs:
   (centred logits, probabilities, predicted class) back to numpy, one step
   after the other.
 - BERT-sized encoder forward (12 layers, hidden 768, random weights):
-  ``sparkdl.text.encoder.embed_texts`` (mean pooling of the last layer)
+  ``sparkneural.text.encoder.embed_texts`` (mean pooling of the last layer)
   against the tokenizer and model called directly on batches of the same
   texts, twice: in the texts' order (what users write) and sorted by length
   like ``embed_texts`` (the like-for-like baseline, which holds the target).
 
 Workloads: the big MLP (64-1024x3-10) and LeNet (1x28x28), each in fp32
-and bf16. Targets: sparkdl at least 0.9x plain PyTorch samples/s for
+and bf16. Targets: sparkneural at least 0.9x plain PyTorch samples/s for
 training and for inference; bf16 at least 1.5x fp32 for the big MLP's training.
 
     python benchmarks/gpu.py                      # on a GPU host: benchmarks/results/gpu.json
@@ -72,7 +72,7 @@ def main() -> None:
     results = Results("gpu", quick, device=args.device, workloads={k: {n: v for n, v in s.items() if n != "label"} for k, s in sizes.items()},
                       bert=bert, inferenceBatchSize=8192)
     held = args.device == "cuda"  # the targets are about a GPU; the CPU run only proves the script works
-    work = tempfile.mkdtemp(prefix="sparkdl-gpu-bench-")
+    work = tempfile.mkdtemp(prefix="sparkneural-gpu-bench-")
 
     def ratio(figure: str, target: float, measure, **names: str) -> float | None:
         """Add ``figure``, the ratio of the two numbers ``measure()`` returns; a failure is recorded, not fatal."""
@@ -93,14 +93,14 @@ def main() -> None:
             speeds = {}
             for precision in PRECISIONS:
                 speeds[precision] = ratio(
-                    f"{name} training {precision}: sparkdl / plain PyTorch samples/s", TRAIN_TARGET,
-                    lambda: (train_sparkdl(data, size, device, precision), train_plain(data, size, device, precision)),
-                    ours="sparkdl_samples_per_s", theirs="plain_samples_per_s")
-                ratio(f"{name} inference {precision}: sparkdl / plain PyTorch rows/s", INFERENCE_TARGET,
-                      lambda: infer(data, size, device, precision), ours="sparkdl_rows_per_s", theirs="plain_rows_per_s")
+                    f"{name} training {precision}: sparkneural / plain PyTorch samples/s", TRAIN_TARGET,
+                    lambda: (train_sparkneural(data, size, device, precision), train_plain(data, size, device, precision)),
+                    ours="sparkneural_samples_per_s", theirs="plain_samples_per_s")
+                ratio(f"{name} inference {precision}: sparkneural / plain PyTorch rows/s", INFERENCE_TARGET,
+                      lambda: infer(data, size, device, precision), ours="sparkneural_rows_per_s", theirs="plain_rows_per_s")
             if name == "big MLP" and None not in speeds.values():
                 value = speeds["bf16-mixed"] / speeds["32"]
-                results.add("big MLP training: sparkdl bf16-mixed / fp32 samples/s", value, "x",
+                results.add("big MLP training: sparkneural bf16-mixed / fp32 samples/s", value, "x",
                             f">= {BF16_TARGET}x" if held else None, at_least(value, BF16_TARGET) if held else None)
         for precision in PRECISIONS:
             speeds = {}
@@ -109,10 +109,10 @@ def main() -> None:
                 speeds.update(bert_forward(work, bert, device, precision))
                 return speeds["ours"], speeds["sorted"]
 
-            if ratio(f"BERT-sized encoder forward {precision}: sparkdl / plain transformers sorted by length texts/s",
-                     INFERENCE_TARGET, measure_bert, ours="sparkdl_texts_per_s", theirs="plain_sorted_texts_per_s"):
-                results.add(f"BERT-sized encoder forward {precision}: sparkdl / plain transformers in text order texts/s",
-                            speeds["ours"] / speeds["unsorted"], "x", sparkdl_texts_per_s=speeds["ours"],
+            if ratio(f"BERT-sized encoder forward {precision}: sparkneural / plain transformers sorted by length texts/s",
+                     INFERENCE_TARGET, measure_bert, ours="sparkneural_texts_per_s", theirs="plain_sorted_texts_per_s"):
+                results.add(f"BERT-sized encoder forward {precision}: sparkneural / plain transformers in text order texts/s",
+                            speeds["ours"] / speeds["unsorted"], "x", sparkneural_texts_per_s=speeds["ours"],
                             plain_unsorted_texts_per_s=speeds["unsorted"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -126,7 +126,7 @@ def write_parquet(work: str, name: str, size: dict):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from sparkdl.data.materialize import FEATURES, LABEL, ROW_GROUP_BYTES, DataFile, ParquetData
+    from sparkneural.data.materialize import FEATURES, LABEL, ROW_GROUP_BYTES, DataFile, ParquetData
 
     width = math.prod(size["inputShape"])
     x, y = classification_data(size["rows"], width)
@@ -142,10 +142,10 @@ def write_parquet(work: str, name: str, size: dict):
 
 
 # -- training --------------------------------------------------------------------------
-def train_sparkdl(data, size: dict, device, precision: str) -> float:
-    from sparkdl.training.collective import LocalCollective
-    from sparkdl.training.loop import train
-    from sparkdl.training.spec import TrainSpec
+def train_sparkneural(data, size: dict, device, precision: str) -> float:
+    from sparkneural.training.collective import LocalCollective
+    from sparkneural.training.loop import train
+    from sparkneural.training.spec import TrainSpec
 
     spec = TrainSpec(data=data, architecture=size["architecture"], architectureParams=size["architectureParams"],
                      inputShape=tuple(size["inputShape"]), outputSize=10, epochs=size["epochs"], batchSize=size["batchSize"],
@@ -158,7 +158,7 @@ def train_plain(data, size: dict, device, precision: str) -> float:
     """The loop a PyTorch user writes: rows on the GPU, a permutation per epoch, Adam, cross entropy."""
     import torch
 
-    from sparkdl.data.shards import ParquetReader, plan_shard, read_pieces
+    from sparkneural.data.shards import ParquetReader, plan_shard, read_pieces
 
     x, y = read_pieces(ParquetReader(data), plan_shard(data, 0, 1)[0])
     x = torch.from_numpy(x.reshape(-1, *size["inputShape"])).to(device)
@@ -179,21 +179,21 @@ def train_plain(data, size: dict, device, precision: str) -> float:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        loss.item()  # waits for the GPU, as the epoch's metrics do in sparkdl
+        loss.item()  # waits for the GPU, as the epoch's metrics do in sparkneural
         seconds.append(time.perf_counter() - started)
     return len(x) / min(seconds[1:])
 
 
 # -- inference -------------------------------------------------------------------------
 def infer(data, size: dict, device, precision: str, repeats: int = 3) -> tuple[float, float]:
-    """Rows/s of sparkdl's batch function and of a plain loop over the same Arrow batches (best of ``repeats``)."""
+    """Rows/s of sparkneural's batch function and of a plain loop over the same Arrow batches (best of ``repeats``)."""
     import pyarrow.parquet as pq
     import torch
 
-    from sparkdl.data import arrow
-    from sparkdl.data.materialize import FEATURES
-    from sparkdl.estimators import inference, scoring
-    from sparkdl.training.tasks import get_task
+    from sparkneural.data import arrow
+    from sparkneural.data.materialize import FEATURES
+    from sparkneural.estimators import inference, scoring
+    from sparkneural.training.tasks import get_task
 
     shape, width, chunk = tuple(size["inputShape"]), math.prod(size["inputShape"]), 8192
     batches = pq.read_table(os.path.join(data.root, data.files[0].name), columns=[FEATURES]).to_batches(max_chunksize=chunk)
@@ -243,7 +243,7 @@ def bert_forward(work: str, size: dict, device, precision: str, batch: int = 64,
     in their order ("unsorted") and sorted by length as ``embed_texts`` batches them ("sorted")."""
     import torch
 
-    from sparkdl.text.encoder import Encoder, embed_texts
+    from sparkneural.text.encoder import Encoder, embed_texts
 
     path, texts = _bert_directory(work, size)
     encoder = Encoder(path, device, precision)

@@ -7,12 +7,12 @@ LeNet on 1x28x28), with the same random weights everywhere:
   1024, 2 torch threads, ``inference_mode`` (and, as a reference that a busy
   machine disturbs less, 1 thread: twice its rate is what 2 cores reach
   with perfect scaling);
-* sparkdl: ``TorchModel.transform`` writing 10 outputs per row as
+* sparkneural: ``TorchModel.transform`` writing 10 outputs per row as
   array<float> (``task="regression"``, so the output is the very column
   ``predict_batch_udf`` writes); the classifier's three MLlib columns are
   reported too (full sizes only);
 * ``pyspark.ml.functions.predict_batch_udf``: the same network, batch 1024,
-  array<float> output, one torch thread per task like sparkdl;
+  array<float> output, one torch thread per task like sparkneural;
 * a row-at-a-time pandas UDF (one forward pass per row) on a slice of the
   rows, to show what batching buys;
 * the ceilings: Spark scanning the cached column with no Python at all, and
@@ -20,7 +20,7 @@ LeNet on 1x28x28), with the same random weights everywhere:
   nothing (``mapInArrow`` returning one count per batch). For cheap networks
   the second is the most any Python inference path can reach.
 
-Stages of a chunk: ``sparkdl.estimators.scoring.score`` run in this process
+Stages of a chunk: ``sparkneural.estimators.scoring.score`` run in this process
 (1 torch thread, Arrow batches of at most 10,000 rows and at least 4 of
 them, the classifier's three MLlib columns) with its trace on: the seconds spent decoding, in forward passes and
 encoding, and the share of decoding and encoding that ran while a forward
@@ -58,7 +58,7 @@ def random_weights(spec: dict) -> dict[str, np.ndarray]:
 def torch_model(spec: dict, weights: dict[str, np.ndarray], task: str):
     """A fitted ``TorchModel`` holding ``weights`` (no training needed to time inference), with its default
     ``inferenceBatchSize`` (chosen per network)."""
-    from sparkdl.estimators import TorchModel
+    from sparkneural.estimators import TorchModel
 
     model = TorchModel()
     model.weights = weights
@@ -87,7 +87,7 @@ def plain_torch(spec: dict, weights: dict[str, np.ndarray], x: np.ndarray, threa
 def _worker_network(spec: dict, weights: dict[str, np.ndarray]):
     import torch
 
-    from sparkdl.nn import build
+    from sparkneural.nn import build
 
     net = build(spec["architecture"], inputShape=spec["inputShape"], outputSize=10, **spec["architectureParams"])
     net.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
@@ -153,9 +153,9 @@ def stage_overlap(spec: dict, weights: dict[str, np.ndarray], x: np.ndarray, row
     import pyarrow as pa
     import torch
 
-    from sparkdl.data import arrow
-    from sparkdl.estimators import inference, scoring
-    from sparkdl.training.tasks import get_task
+    from sparkneural.data import arrow
+    from sparkneural.estimators import inference, scoring
+    from sparkneural.training.tasks import get_task
 
     torch.set_num_threads(1)
     shape, width = tuple(spec["inputShape"]), x.shape[1]
@@ -204,7 +204,7 @@ def main() -> dict:
     per_row_rows = {k: max(200, v // 20) for k, v in sizes.items()}
     results = Results("inference", quick, rows=sizes, row_at_a_time_rows=per_row_rows, batch=BATCH, repeats=repeats,
                       spark=f"local[{CORES}], 2 partitions, 1 torch thread per task", plain_threads=CORES)
-    spark = spark_session("sparkdl-bench-inference")
+    spark = spark_session("sparkneural-bench-inference")
     files = FrameFiles()
     try:
         # targets: (of the plain torch loop, of predict_batch_udf, of the Arrow hand-off ceiling)
@@ -219,13 +219,13 @@ def main() -> dict:
             paths = {
                 "plain torch": plain_torch(spec, weights, x),
                 "plain torch, 1 thread": plain_torch(spec, weights, x, threads=1),
-                "sparkdl transform": lambda: noop(regression.transform(df)),
+                "sparkneural transform": lambda: noop(regression.transform(df)),
                 "predict_batch_udf": lambda: noop(df.select(udf("features").alias("prediction"))),
                 "Arrow hand-off ceiling": lambda: noop(df.mapInArrow(arrow_handoff, "n long")),
                 "Spark scan ceiling": lambda: noop(df.select("features")),
             }
             if not quick:
-                paths["sparkdl transform, classifier columns"] = lambda: noop(classifier.transform(df))
+                paths["sparkneural transform, classifier columns"] = lambda: noop(classifier.transform(df))
             for run in paths.values():  # warm-up: Python workers, networks built and cached
                 run()
             seconds = alternate(paths, repeats)
@@ -241,7 +241,7 @@ def main() -> dict:
             subset.unpersist()
             df.unpersist()
             ceilings = {"spark_scan_rows_per_s": rate["Spark scan ceiling"], "arrow_handoff_rows_per_s": rate["Arrow hand-off ceiling"]}
-            ours = rate["sparkdl transform"]
+            ours = rate["sparkneural transform"]
             label = spec["label"]
             plain_target, udf_target, ceiling_target = targets
             results.add(f"inference {label}: transform / plain torch", ours / rate["plain torch"], "x",
@@ -260,7 +260,7 @@ def main() -> dict:
                         met=at_least(ours / rate["Arrow hand-off ceiling"], ceiling_target) if ceiling_target else None,
                         transform_rows_per_s=ours, **ceilings)
             results.add(f"inference {label}: transform rows/s", ours, "rows/s",
-                        classifier_columns_rows_per_s=rate.get("sparkdl transform, classifier columns"), **ceilings)
+                        classifier_columns_rows_per_s=rate.get("sparkneural transform, classifier columns"), **ceilings)
             stages = stage_overlap(spec, weights, x)
             results.add(f"inference {label}: decode and encode overlapped with forward passes", 100 * stages["host_overlapped_share"], "%",
                         **stages)

@@ -69,12 +69,12 @@ def main() -> dict:
     length = samples // SERIES
     results = Results("preprocessing", args.quick, samples=SERIES * length, series=SERIES, mu=MU, windowSize=WINDOW,
                       step=STEP, repeats=args.repeats, spark=f"local[{CORES}], {CORES} partitions", numpy_threads=1)
-    spark = spark_session("sparkdl-bench-preprocessing")
+    spark = spark_session("sparkneural-bench-preprocessing")
     files = FrameFiles()
     try:
         from pyspark.sql import functions as F
 
-        from sparkdl.preprocessing import MuLawEncoder, SequenceWindower
+        from sparkneural.preprocessing import MuLawEncoder, SequenceWindower
 
         series = np.random.default_rng(2).uniform(-1, 1, (SERIES, length)).astype(np.float32)
         df = files.frame(spark, series).withColumnRenamed("features", "samples").cache()

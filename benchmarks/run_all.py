@@ -78,7 +78,7 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print()
-    print(table(figures, f"sparkdl benchmarks{' (quick)' if args.quick else ''}: {machine['cores_available']} cores, "
+    print(table(figures, f"sparkneural benchmarks{' (quick)' if args.quick else ''}: {machine['cores_available']} cores, "
                          f"{machine['memory_gib']} GiB, gpu: {machine['gpu'] or 'none'}; load average at start "
                          f"{machine['load_average_at_start']}; {summary['seconds']} s; "
                          f"targets met {summary['targets_met']}/{summary['targets']}"))

@@ -21,7 +21,7 @@ per step: on 2 ranks sharing 2 cores, what the other threads spend is taken
 from the other rank's compute. The same step once more, waiting for the
 allreduces in short sleeps before ``step()`` rather than in Horovod's
 ``synchronize()``, which spins on ``sched_yield``: whether that spin takes
-the cores from the background threads. The step costs run with sparkdl's Horovod
+the cores from the background threads. The step costs run with sparkneural's Horovod
 defaults under the driver's environment, as the fits' ranks do. For each
 backend's 2-rank fit the same split is read from outside: the CPU of the
 Python workers' main threads and of their other threads (Horovod's or
@@ -156,7 +156,7 @@ def _step_costs_in_rank() -> dict[str, float]:
     import horovod.torch as hvd
     import torch
 
-    from sparkdl.nn import build
+    from sparkneural.nn import build
 
     torch.set_num_threads(1)
     hvd.init()
@@ -249,17 +249,17 @@ def thread_cpu_seconds() -> dict[int, float]:
 def step_costs() -> dict[str, float]:
     import horovod.spark
 
-    from sparkdl.training.backends.horovod import DEFAULTS
+    from sparkneural.training.backends.horovod import DEFAULTS
 
     send_by_value(__name__)
-    # The settings sparkdl's ranks get where the driver's environment says nothing.
+    # The settings sparkneural's ranks get where the driver's environment says nothing.
     results = horovod.spark.run(_step_costs_in_rank, num_proc=2, use_gloo=True, verbose=0, env={**DEFAULTS, **os.environ})
     return next(r for r in results if r["rank"] == 0)
 
 
 def driver_env(setting: str):
     """``setting`` ("NAME=VALUE,NAME=VALUE", "" for none) in this driver's environment, which the ranks get."""
-    from sparkdl.training.backends.barrier import environment
+    from sparkneural.training.backends.barrier import environment
 
     return environment(dict(item.split("=", 1) for item in setting.split(",") if item))
 
@@ -281,7 +281,7 @@ def horovod_variants(args, results: Results, df, rows: int, epochs: int) -> None
             found[setting].update(step_costs())
     for setting, detail in found.items():
         two = max(detail["two_ranks_samples_per_s"])
-        results.add(f"scaling {BIG['label']}, horovod, {setting or 'sparkdl defaults'}: 2 ranks / 1 rank", two / one, "x",
+        results.add(f"scaling {BIG['label']}, horovod, {setting or 'sparkneural defaults'}: 2 ranks / 1 rank", two / one, "x",
                     one_rank_samples_per_s=one, one_rank_epoch_seconds=one_epochs, **detail)
 
 
@@ -296,7 +296,7 @@ def main() -> dict:
         rows = max(2000, int((8_000 if args.quick else 40_000) * args.scale))
         results = Results("scaling-horovod-settings", args.quick, rows=rows, epochs=3, batchSize=256,
                           network=BIG["label"], spark=f"local[{CORES}]", threads_per_rank=1, repeats=args.repeats)
-        spark = spark_session("sparkdl-bench-scaling")
+        spark = spark_session("sparkneural-bench-scaling")
         files = FrameFiles()
         try:
             x, y = classification_data(rows, 64, seed=5)
@@ -309,7 +309,7 @@ def main() -> dict:
     epochs = 3  # steady state: the best epoch after the first
     results = Results("scaling", args.quick, rows=rows, epochs=epochs, batchSize=256, network=BIG["label"],
                       spark=f"local[{CORES}]", threads_per_rank=1)
-    spark = spark_session("sparkdl-bench-scaling")
+    spark = spark_session("sparkneural-bench-scaling")
     files = FrameFiles()
     try:
         x, y = classification_data(rows, 64, seed=5)

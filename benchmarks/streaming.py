@@ -86,7 +86,7 @@ def generated(spark, rows: int, partitions: int = 8):
 
 
 def fit(frame, spec: dict, epochs: int = 1, **params):
-    from sparkdl.estimators import MLPClassifier
+    from sparkneural.estimators import MLPClassifier
 
     started = time.perf_counter()
     model = MLPClassifier(hiddenLayers=spec["architectureParams"]["hiddenLayers"], epochs=epochs, batchSize=256,
@@ -103,7 +103,7 @@ def main() -> None:
     buffer = {"shuffleBufferRows": rows // 20} if args.quick else {}
     results = Results("streaming", args.quick, rows=rows, large_rows=large, features=64, ranks=2, epochs=1,
                       shuffleBufferRows=buffer.get("shuffleBufferRows", "default (64 MiB of rows)"))
-    spark = spark_session("sparkdl-bench-streaming", conf={"spark.driver.memory": "4g"})
+    spark = spark_session("sparkneural-bench-streaming", conf={"spark.driver.memory": "4g"})
     small = {"hiddenLayers": [64]}
     memory = {}
     for n in (rows, large):
@@ -138,10 +138,10 @@ def main() -> None:
                     at_least(ratio, 0.9), streamed=max(epochs["streamed"]), in_memory=max(epochs["in memory"]),
                     fit_seconds_streamed=min(seconds["streamed"]), fit_seconds_in_memory=min(seconds["in memory"]))
 
-    # The write: executors with pyarrow (what sparkdl does) against Spark's own Parquet writer.
-    from sparkdl.data import materialize
+    # The write: executors with pyarrow (what sparkneural does) against Spark's own Parquet writer.
+    from sparkneural.data import materialize
 
-    directory = tempfile.mkdtemp(prefix="sparkdl-bench-write-")
+    directory = tempfile.mkdtemp(prefix="sparkneural-bench-write-")
 
     def spark_writer() -> None:
         path = f"{directory}/spark-{time.monotonic_ns()}"

@@ -40,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BIG, CHEAP, CORES, LENET, FrameFiles, Results, arguments, at_least, at_most, classification_data, plain_network, send_by_value, spark_session  # noqa: E402
 
-CLOCK_ENV = "SPARKDL_BENCH_RANK_CLOCK"
+CLOCK_ENV = "SPARKNEURAL_BENCH_RANK_CLOCK"
 FIXED_COST_TARGET_S = 8.0
 
 
@@ -90,7 +90,7 @@ def _clocked_rank_main(topology, spec, driver_env):
 
     entered = time.time()
     imported = "horovod.torch" in sys.modules  # by an earlier fit's rank in this Python worker
-    from sparkdl.training.backends import horovod as backend
+    from sparkneural.training.backends import horovod as backend
 
     result = backend._rank_main(topology, spec, driver_env)  # in the Python worker the module is its own: the original
     directory = driver_env.get(CLOCK_ENV)
@@ -104,14 +104,14 @@ def _clocked_rank_main(topology, spec, driver_env):
 def install_rank_clock() -> str:
     """Wrap the Horovod backend's rank function; return the directory the ranks write their clocks to.
 
-    The directory reaches the ranks through the driver's environment (a ``SPARKDL_*`` variable, which
+    The directory reaches the ranks through the driver's environment (a ``SPARKNEURAL_*`` variable, which
     every rank gets).
     """
-    from sparkdl.training.backends import horovod as backend
+    from sparkneural.training.backends import horovod as backend
 
     backend._rank_main = _clocked_rank_main  # pickled by value with the launcher's closure
     send_by_value(__name__)
-    directory = tempfile.mkdtemp(prefix="sparkdl-rank-clock-")
+    directory = tempfile.mkdtemp(prefix="sparkneural-rank-clock-")
     os.environ[CLOCK_ENV] = directory
     return directory
 
@@ -186,7 +186,7 @@ def import_cpu_seconds() -> dict[str, float]:
         "interpreter start": "pass",
         "torch + horovod.torch": "import torch, horovod.torch",
         "torch + horovod.torch + torch._dynamo": "import torch, horovod.torch, torch._dynamo",
-        "sparkdl rank function": "import sparkdl.training.backends.horovod",
+        "sparkneural rank function": "import sparkneural.training.backends.horovod",
     }
     found = {}
     for name, code in cases.items():
@@ -203,7 +203,7 @@ def import_cpu_seconds() -> dict[str, float]:
 
 
 def estimator_for(spec: dict, epochs: int, batch: int, ranks: int = 2, backend: str = "horovod"):
-    from sparkdl.estimators import TorchEstimator
+    from sparkneural.estimators import TorchEstimator
 
     return TorchEstimator(
         architecture=spec["architecture"], architectureParams=spec["architectureParams"], inputShape=spec["inputShape"],
@@ -238,7 +238,7 @@ def main() -> dict:
     epochs, batch = (2 if quick else 3), 256  # steady state: the best epoch after the first
     results = Results("training", quick, rows=sizes, fixed_cost_rows=[FIXED_SMALL, *(fixed_sizes or [sizes["cheap"]])], epochs=epochs, batchSize=batch,
                       ranks=2, plain_threads=CORES, spark=f"local[{CORES}]")
-    spark = spark_session("sparkdl-bench-training")
+    spark = spark_session("sparkneural-bench-training")
     files = FrameFiles()
     clock_dir = install_rank_clock()
     phases_by_rows: dict[int, dict[str, float]] = {}

@@ -7,7 +7,7 @@ residual/dilation channels 32, skip channels 64, float32, one torch thread.
 The naive generator continues a prime of receptive_field classes, so every
 step runs the network on a full window; the fast generator's step costs the
 same from the first sample (fixed-size queues) and it runs at least 2 x RF
-samples. Best of ``--repeats`` runs (``sparkdl.nn.wavenet.generation_speed``).
+samples. Best of ``--repeats`` runs (``sparkneural.nn.wavenet.generation_speed``).
 
     .venv/bin/python benchmarks/wavenet_generation.py [--quick] [--fields 256 1024] [--samples 200] [--repeats 3]
 
@@ -32,7 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sparkdl.nn.wavenet import generation_speed  # noqa: E402
+from sparkneural.nn.wavenet import generation_speed  # noqa: E402
 
 
 from machine import machine_info  # noqa: E402  (benchmarks/machine.py)

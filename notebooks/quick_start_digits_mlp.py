@@ -6,7 +6,7 @@
 # MAGIC 8x8 handwritten digits and uses it like any other Spark ML model:
 # MAGIC
 # MAGIC 1. load the 1,797 digits as a Spark DataFrame, split into train, validation and test rows;
-# MAGIC 2. build a `Pipeline` of MLlib's `StandardScaler` and sparkdl's `MLPClassifier`;
+# MAGIC 2. build a `Pipeline` of MLlib's `StandardScaler` and sparkneural's `MLPClassifier`;
 # MAGIC 3. fit it: the scaler runs as a Spark job, the network trains data-parallel with Horovod;
 # MAGIC 4. score the test rows with `transform` and MLlib's evaluator;
 # MAGIC 5. look at the training curves and the confusion matrix;
@@ -25,9 +25,9 @@
 try:
     spark
 except NameError:
-    from sparkdl.session import get_spark
+    from sparkneural.session import get_spark
 
-    spark = get_spark("sparkdl-quick-start", master="local[2]", conf={"spark.ui.enabled": "false"})
+    spark = get_spark("sparkneural-quick-start", master="local[2]", conf={"spark.ui.enabled": "false"})
 print("Spark", spark.version, "on", spark.conf.get("spark.master"))
 
 # COMMAND ----------
@@ -37,8 +37,8 @@ print("Spark", spark.version, "on", spark.conf.get("spark.master"))
 # MAGIC
 # MAGIC The defaults are a real run: Horovod with two ranks and up to 40 epochs
 # MAGIC (early stopping usually ends it sooner). Setting the environment variable
-# MAGIC `SPARKDL_NOTEBOOK_SMALL=1` gives a quick run instead (one local process and
-# MAGIC a few epochs); `SPARKDL_NOTEBOOK_BACKEND` and `SPARKDL_NOTEBOOK_EPOCHS`
+# MAGIC `SPARKNEURAL_NOTEBOOK_SMALL=1` gives a quick run instead (one local process and
+# MAGIC a few epochs); `SPARKNEURAL_NOTEBOOK_BACKEND` and `SPARKNEURAL_NOTEBOOK_EPOCHS`
 # MAGIC override one setting each.
 
 # COMMAND ----------
@@ -46,12 +46,12 @@ print("Spark", spark.version, "on", spark.conf.get("spark.master"))
 import os
 import tempfile
 
-SMALL = os.environ.get("SPARKDL_NOTEBOOK_SMALL", "0") == "1"
-BACKEND = os.environ.get("SPARKDL_NOTEBOOK_BACKEND", "local" if SMALL else "horovod")
+SMALL = os.environ.get("SPARKNEURAL_NOTEBOOK_SMALL", "0") == "1"
+BACKEND = os.environ.get("SPARKNEURAL_NOTEBOOK_BACKEND", "local" if SMALL else "horovod")
 NUM_PROC = 1 if BACKEND == "local" else 2
-EPOCHS = int(os.environ.get("SPARKDL_NOTEBOOK_EPOCHS", 5 if SMALL else 40))
+EPOCHS = int(os.environ.get("SPARKNEURAL_NOTEBOOK_EPOCHS", 5 if SMALL else 40))
 SEED = 7
-OUTPUT_DIR = os.environ.get("SPARKDL_NOTEBOOK_OUTPUT", os.path.join(tempfile.gettempdir(), "sparkdl-notebooks"))
+OUTPUT_DIR = os.environ.get("SPARKNEURAL_NOTEBOOK_OUTPUT", os.path.join(tempfile.gettempdir(), "sparkneural-notebooks"))
 OUTPUT_DIR = os.path.join(OUTPUT_DIR, "quick_start_digits_mlp")
 print(f"backend={BACKEND} ranks={NUM_PROC} epochs={EPOCHS} output={OUTPUT_DIR}")
 
@@ -68,7 +68,7 @@ print(f"backend={BACKEND} ranks={NUM_PROC} epochs={EPOCHS} output={OUTPUT_DIR}")
 
 # COMMAND ----------
 
-from sparkdl.datasets import digits_split
+from sparkneural.datasets import digits_split
 
 labelled, test = digits_split(spark, (0.8, 0.1, 0.1), seed=SEED)
 labelled.printSchema()
@@ -97,7 +97,7 @@ import time
 from pyspark.ml import Pipeline
 from pyspark.ml.feature import StandardScaler
 
-from sparkdl.estimators import MLPClassifier
+from sparkneural.estimators import MLPClassifier
 
 scaler = StandardScaler(inputCol="pixels", outputCol="features", withMean=True, withStd=True)
 classifier = MLPClassifier(
@@ -144,14 +144,14 @@ print(f"test accuracy {accuracy:.4f} on {predictions.count()} rows")
 # MAGIC ## Training curves and confusion matrix
 # MAGIC
 # MAGIC `history` holds one entry per epoch with the training and validation loss
-# MAGIC and accuracy. `sparkdl.plots` draws small figures from collected data and
+# MAGIC and accuracy. `sparkneural.plots` draws small figures from collected data and
 # MAGIC writes them as PNG files, shown here inline.
 
 # COMMAND ----------
 
 import IPython.display as ipd
 
-from sparkdl import plots
+from sparkneural import plots
 
 print(mlp.history[-1])
 curves = plots.training_curves(mlp.history, os.path.join(OUTPUT_DIR, "training_curves.png"), metrics=("loss", "accuracy"))
@@ -167,7 +167,7 @@ ipd.display(ipd.Image(filename=curves), ipd.Image(filename=confusion))
 # MAGIC The whole pipeline (scaler and network) saves with `write().save()` and loads
 # MAGIC with `PipelineModel.load`. The network is stored as its architecture
 # MAGIC (a name and its arguments, as JSON) plus a weights file; loading it
-# MAGIC runs no code from the files. sparkdl writes its stages to a local or
+# MAGIC runs no code from the files. sparkneural writes its stages to a local or
 # MAGIC mounted directory (on Databricks, one under `/dbfs/`), so pick one that
 # MAGIC the jobs loading the model can read.
 

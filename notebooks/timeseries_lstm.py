@@ -26,9 +26,9 @@
 try:
     spark
 except NameError:
-    from sparkdl.session import get_spark
+    from sparkneural.session import get_spark
 
-    spark = get_spark("sparkdl-timeseries-lstm", master="local[2]", conf={"spark.ui.enabled": "false"})
+    spark = get_spark("sparkneural-timeseries-lstm", master="local[2]", conf={"spark.ui.enabled": "false"})
 print("Spark", spark.version, "on", spark.conf.get("spark.master"))
 
 # COMMAND ----------
@@ -37,26 +37,26 @@ print("Spark", spark.version, "on", spark.conf.get("spark.master"))
 # MAGIC ## Parameters
 # MAGIC
 # MAGIC The defaults train on 4 sensors x 2,000 steps for 10 epochs with Horovod
-# MAGIC on two ranks. `SPARKDL_NOTEBOOK_SMALL=1` gives a quick run (shorter
-# MAGIC series, one local process, fewer epochs); `SPARKDL_NOTEBOOK_BACKEND` and
-# MAGIC `SPARKDL_NOTEBOOK_EPOCHS` override one setting each.
+# MAGIC on two ranks. `SPARKNEURAL_NOTEBOOK_SMALL=1` gives a quick run (shorter
+# MAGIC series, one local process, fewer epochs); `SPARKNEURAL_NOTEBOOK_BACKEND` and
+# MAGIC `SPARKNEURAL_NOTEBOOK_EPOCHS` override one setting each.
 
 # COMMAND ----------
 
 import os
 import tempfile
 
-SMALL = os.environ.get("SPARKDL_NOTEBOOK_SMALL", "0") == "1"
-BACKEND = os.environ.get("SPARKDL_NOTEBOOK_BACKEND", "local" if SMALL else "horovod")
+SMALL = os.environ.get("SPARKNEURAL_NOTEBOOK_SMALL", "0") == "1"
+BACKEND = os.environ.get("SPARKNEURAL_NOTEBOOK_BACKEND", "local" if SMALL else "horovod")
 NUM_PROC = 1 if BACKEND == "local" else 2
-EPOCHS = int(os.environ.get("SPARKDL_NOTEBOOK_EPOCHS", 3 if SMALL else 10))
+EPOCHS = int(os.environ.get("SPARKNEURAL_NOTEBOOK_EPOCHS", 3 if SMALL else 10))
 SENSORS = 4
 STEPS = 500 if SMALL else 2000  # readings per sensor
 NOISE = 0.05
 WINDOW = 24  # time steps the network sees
 TEST_FRACTION = 0.2  # the last 20 % of every series
 SEED = 3
-OUTPUT_DIR = os.environ.get("SPARKDL_NOTEBOOK_OUTPUT", os.path.join(tempfile.gettempdir(), "sparkdl-notebooks"))
+OUTPUT_DIR = os.environ.get("SPARKNEURAL_NOTEBOOK_OUTPUT", os.path.join(tempfile.gettempdir(), "sparkneural-notebooks"))
 OUTPUT_DIR = os.path.join(OUTPUT_DIR, "timeseries_lstm")
 print(f"backend={BACKEND} ranks={NUM_PROC} epochs={EPOCHS} steps={STEPS} output={OUTPUT_DIR}")
 
@@ -98,7 +98,7 @@ readings.orderBy("t", "sensor").show(6)
 
 # COMMAND ----------
 
-from sparkdl.preprocessing import SequenceWindower
+from sparkneural.preprocessing import SequenceWindower
 
 windower = SequenceWindower(
     inputCols=["value"], orderCol="t", seriesCol="sensor", windowSize=WINDOW, step=1, targetMode="value", horizon=1
@@ -134,7 +134,7 @@ print(f"{train.count()} training windows, {test.count()} test windows (cut-off a
 
 # COMMAND ----------
 
-from sparkdl.estimators import RNNRegressor
+from sparkneural.estimators import RNNRegressor
 
 lstm = RNNRegressor(
     inputShape=[WINDOW, 1],
@@ -182,7 +182,7 @@ print(f"LSTM RMSE {rmse:.4f}, naive last-value RMSE {naive_rmse:.4f} ({rmse / na
 import IPython.display as ipd
 import matplotlib.pyplot as plt
 
-from sparkdl import plots
+from sparkneural import plots
 
 ipd.display(ipd.Image(filename=plots.training_curves(lstm.history, os.path.join(OUTPUT_DIR, "training_curves.png"), metrics=("loss", "rmse"))))
 

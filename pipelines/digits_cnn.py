@@ -1,6 +1,6 @@
 """Digits with a LeNet-style CNNClassifier on [1, 8, 8] images, trained by Horovod; test accuracy.
 
-    sparkdl run digits_cnn --conf conf/digits_cnn.yaml
+    sparkneural run digits_cnn --conf conf/digits_cnn.yaml
 
 Same 80/10/10 split and scaling as digits_mlp; the pixels are read as one
 8x8 channel. Writes metrics.json, the PipelineModel, training curves and a
@@ -18,10 +18,10 @@ from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 from pyspark.ml.feature import StandardScaler
 from pyspark.sql import SparkSession
 
-from sparkdl.estimators import CNNClassifier
+from sparkneural.estimators import CNNClassifier
 
 DEFAULTS: dict[str, Any] = {
-    "spark": {"master": "local[2]", "appName": "sparkdl-digits-cnn", "conf": {}, "logLevel": "ERROR"},
+    "spark": {"master": "local[2]", "appName": "sparkneural-digits-cnn", "conf": {}, "logLevel": "ERROR"},
     "seed": 7,
     "split": [0.8, 0.1, 0.1],
     "model": {"inputShape": [1, 8, 8], "filters": [20, 50], "kernelSize": 3, "denseUnits": 128, "epochs": 25,
@@ -32,8 +32,8 @@ PARAMS = {"model": CNNClassifier}
 
 
 def main(spark: SparkSession, conf: dict[str, Any]) -> dict[str, Any]:
-    from sparkdl import plots
-    from sparkdl.datasets import digits_split
+    from sparkneural import plots
+    from sparkneural.datasets import digits_split
 
     labelled, test = digits_split(spark, conf["split"], conf["seed"])
     pipeline = Pipeline(stages=[
@@ -56,6 +56,6 @@ def main(spark: SparkSession, conf: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from sparkdl.runner import main_entry
+    from sparkneural.runner import main_entry
 
     main_entry(__name__)

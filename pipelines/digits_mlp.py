@@ -1,6 +1,6 @@
-"""Digits classifier: MLlib scaling + sparkdl's MLPClassifier trained by Horovod, test accuracy.
+"""Digits classifier: MLlib scaling + sparkneural's MLPClassifier trained by Horovod, test accuracy.
 
-    sparkdl run digits_mlp --conf conf/digits_mlp.yaml [model.epochs=20 ...]
+    sparkneural run digits_mlp --conf conf/digits_mlp.yaml [model.epochs=20 ...]
     python pipelines/digits_mlp.py --conf conf/digits_mlp.yaml
     spark-submit pipelines/digits_mlp.py --conf conf/digits_mlp.yaml
 
@@ -21,10 +21,10 @@ from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 from pyspark.ml.feature import StandardScaler
 from pyspark.sql import SparkSession
 
-from sparkdl.estimators import MLPClassifier
+from sparkneural.estimators import MLPClassifier
 
 DEFAULTS: dict[str, Any] = {
-    "spark": {"master": "local[2]", "appName": "sparkdl-digits-mlp", "conf": {}, "logLevel": "ERROR"},
+    "spark": {"master": "local[2]", "appName": "sparkneural-digits-mlp", "conf": {}, "logLevel": "ERROR"},
     "seed": 7,
     "split": [0.8, 0.1, 0.1],
     "model": {
@@ -43,8 +43,8 @@ PARAMS = {"model": MLPClassifier}
 
 
 def main(spark: SparkSession, conf: dict[str, Any]) -> dict[str, Any]:
-    from sparkdl import plots
-    from sparkdl.datasets import digits_split
+    from sparkneural import plots
+    from sparkneural.datasets import digits_split
 
     labelled, test = digits_split(spark, conf["split"], conf["seed"])
     pipeline = Pipeline(
@@ -79,6 +79,6 @@ def main(spark: SparkSession, conf: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from sparkdl.runner import main_entry
+    from sparkneural.runner import main_entry
 
     main_entry(__name__)

@@ -1,6 +1,6 @@
 """Greedy layer-wise pre-training: an MLP initialised from stacked autoencoders vs from scratch, on few labels.
 
-    sparkdl run digits_pretrain_mlp --conf conf/digits_pretrain_mlp.yaml
+    sparkneural run digits_pretrain_mlp --conf conf/digits_pretrain_mlp.yaml
 
 The recipe, on the digits with only ``labelled`` labelled rows:
 
@@ -25,10 +25,10 @@ from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from sparkdl.estimators import Autoencoder, MLPClassifier
+from sparkneural.estimators import Autoencoder, MLPClassifier
 
 DEFAULTS: dict[str, Any] = {
-    "spark": {"master": "local[2]", "appName": "sparkdl-digits-pretrain", "conf": {}, "logLevel": "ERROR"},
+    "spark": {"master": "local[2]", "appName": "sparkneural-digits-pretrain", "conf": {}, "logLevel": "ERROR"},
     "labelled": 100,
     "testFraction": 0.25,
     "hiddenLayers": [64, 32],
@@ -43,8 +43,8 @@ PARAMS = {"autoencoder": Autoencoder, "classifier": MLPClassifier}
 
 
 def main(spark: SparkSession, conf: dict[str, Any]) -> dict[str, Any]:
-    from sparkdl import plots
-    from sparkdl.datasets import digits
+    from sparkneural import plots
+    from sparkneural.datasets import digits
 
     output = conf["output"] or os.path.join("output", "digits_pretrain_mlp")
     images = digits(spark).selectExpr("transform(features, v -> v / 16.0) AS features", "label").cache()
@@ -80,6 +80,6 @@ def main(spark: SparkSession, conf: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from sparkdl.runner import main_entry
+    from sparkneural.runner import main_entry
 
     main_entry(__name__)

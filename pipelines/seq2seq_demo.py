@@ -1,6 +1,6 @@
 """Sequence to sequence: reverse digit strings (or written dates -> ISO) with and without attention, greedy vs beam.
 
-    sparkdl run seq2seq_demo --conf conf/seq2seq_demo.yaml
+    sparkneural run seq2seq_demo --conf conf/seq2seq_demo.yaml
 
 Generates the synthetic task, trains the same encoder-decoder with the
 configured attention and with none, and reports the exact-sequence accuracy
@@ -15,10 +15,10 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from sparkdl.estimators import Seq2Seq
+from sparkneural.estimators import Seq2Seq
 
 DEFAULTS: dict[str, Any] = {
-    "spark": {"master": "local[2]", "appName": "sparkdl-seq2seq", "conf": {}, "logLevel": "ERROR"},
+    "spark": {"master": "local[2]", "appName": "sparkneural-seq2seq", "conf": {}, "logLevel": "ERROR"},
     "data": {"task": "reverse_digits", "trainRows": 4000, "testRows": 300},
     "model": {"embeddingDim": 16, "hiddenSize": 32, "cell": "gru", "attention": "additive", "epochs": 8,
               "batchSize": 32, "learningRate": 0.003, "gradientClipNorm": 1.0, "numProc": 2, "backend": "horovod"},
@@ -32,7 +32,7 @@ TASKS = ("reverse_digits", "dates_to_iso")
 
 def task_frames(spark: SparkSession, task: str, train_rows: int, test_rows: int, seed: int):
     """(train, test, vocabulary) for one of the synthetic tasks; different seeds keep test rows unseen."""
-    from sparkdl import datasets_seq2seq as tasks
+    from sparkneural import datasets_seq2seq as tasks
 
     if task not in TASKS:
         raise ValueError(f"data.task: expected one of {list(TASKS)}, found {task!r}")
@@ -51,7 +51,7 @@ def exact_match(predictions: DataFrame, vocabulary) -> float:
 def main(spark: SparkSession, conf: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
-    from sparkdl import plots
+    from sparkneural import plots
 
     data, settings = conf["data"], dict(conf["model"])
     train, test, vocabulary = task_frames(spark, data["task"], data["trainRows"], data["testRows"], conf["seed"])
@@ -84,6 +84,6 @@ def main(spark: SparkSession, conf: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from sparkdl.runner import main_entry
+    from sparkneural.runner import main_entry
 
     main_entry(__name__)

@@ -1,6 +1,6 @@
 """Time series forecasting: SequenceWindower windows per sensor -> RNNRegressor (LSTM), RMSE vs naive.
 
-    sparkdl run timeseries_lstm --conf conf/timeseries_lstm.yaml
+    sparkneural run timeseries_lstm --conf conf/timeseries_lstm.yaml
 
 Generates noisy periodic readings for several sensors in long format
 (sensor, t, value) as a Spark job, cuts them into windows per sensor (never
@@ -19,10 +19,10 @@ from pyspark.ml.evaluation import RegressionEvaluator
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sparkdl.estimators import RNNRegressor
+from sparkneural.estimators import RNNRegressor
 
 DEFAULTS: dict[str, Any] = {
-    "spark": {"master": "local[2]", "appName": "sparkdl-timeseries-lstm", "conf": {}, "logLevel": "ERROR"},
+    "spark": {"master": "local[2]", "appName": "sparkneural-timeseries-lstm", "conf": {}, "logLevel": "ERROR"},
     "data": {"sensors": 4, "steps": 2000, "noise": 0.05, "testFraction": 0.2},
     "window": {"windowSize": 24, "step": 1, "horizon": 1},
     "model": {"cell": "lstm", "hiddenSize": 32, "epochs": 10, "batchSize": 64, "learningRate": 0.005,
@@ -44,8 +44,8 @@ def sensor_readings(spark: SparkSession, sensors: int, steps: int, noise: float,
 
 
 def main(spark: SparkSession, conf: dict[str, Any]) -> dict[str, Any]:
-    from sparkdl import plots
-    from sparkdl.preprocessing import SequenceWindower
+    from sparkneural import plots
+    from sparkneural.preprocessing import SequenceWindower
 
     data, window = conf["data"], conf["window"]
     readings = sensor_readings(spark, data["sensors"], data["steps"], data["noise"], conf["seed"])
@@ -65,6 +65,6 @@ def main(spark: SparkSession, conf: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from sparkdl.runner import main_entry
+    from sparkneural.runner import main_entry
 
     main_entry(__name__)

@@ -1,6 +1,6 @@
 """WaveNet on audio: read WAV -> mu-law -> windows -> train with Horovod -> generate -> write WAV.
 
-    sparkdl run wavenet_audio --conf conf/wavenet_audio.yaml
+    sparkneural run wavenet_audio --conf conf/wavenet_audio.yaml
 
 Trains on the first part of every file and scores the rest: the test
 negative log-likelihood per sample (nats) beside that of a model that
@@ -18,10 +18,10 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from sparkdl.estimators import WaveNet
+from sparkneural.estimators import WaveNet
 
 DEFAULTS: dict[str, Any] = {
-    "spark": {"master": "local[2]", "appName": "sparkdl-wavenet-audio", "conf": {}, "logLevel": "ERROR"},
+    "spark": {"master": "local[2]", "appName": "sparkneural-wavenet-audio", "conf": {}, "logLevel": "ERROR"},
     "data": {"path": "data/audio", "sampleRate": 16000, "trainFraction": 0.8},
     "window": {"windowSize": 512, "step": 256},
     "model": {"layersPerBlock": 8, "blocks": 1, "residualChannels": 32, "dilationChannels": 32, "skipChannels": 64,
@@ -34,9 +34,9 @@ PARAMS = {"model": WaveNet}
 
 
 def main(spark: SparkSession, conf: dict[str, Any]) -> dict[str, Any]:
-    from sparkdl import plots
-    from sparkdl.data import read_wav, write_wav
-    from sparkdl.preprocessing import MuLawEncoder, SequenceWindower
+    from sparkneural import plots
+    from sparkneural.data import read_wav, write_wav
+    from sparkneural.preprocessing import MuLawEncoder, SequenceWindower
 
     data, window = conf["data"], conf["window"]
     audio = read_wav(spark, data["path"], sampleRate=data["sampleRate"])
@@ -90,6 +90,6 @@ def _class_frequency_nll(train, test) -> float:
 
 
 if __name__ == "__main__":
-    from sparkdl.runner import main_entry
+    from sparkneural.runner import main_entry
 
     main_entry(__name__)

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from sparkdl.data.audio import write_wav  # noqa: E402
+from sparkneural.data.audio import write_wav  # noqa: E402
 
 SAMPLE_RATE = 16_000
 # A minor pentatonic phrase (MIDI note numbers) and each note's length in beats.

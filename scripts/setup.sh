@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Creates a virtual environment with sparkdl (editable, test extra), the CPU build of
+# Creates a virtual environment with sparkneural (editable, test extra), the CPU build of
 # torch and horovod 0.28.1 built for PyTorch + Gloo, for one Spark line:
 #   SPARK=4   (default) pyspark 4.x, pyarrow >= 18, numpy 2, pandas 3     -> .venv
 #   SPARK=3.5 pyspark 3.5, pyarrow 14, numpy 1.26, pandas 2.2, petastorm  -> .venv-spark3.5
 # requirements/spark-$SPARK.txt pins each line's packages. Both lines use the same torch,
-# so one horovod wheel, cached under ~/.cache/sparkdl/, serves both. Where torch is a CUDA
+# so one horovod wheel, cached under ~/.cache/sparkneural/, serves both. Where torch is a CUDA
 # build and nvcc is on PATH, horovod is built with NCCL too (a wheel cached apart).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ constraints="requirements/spark-$SPARK.txt"
 PYTHON=${PYTHON:-python3}
 TORCH_VERSION=2.13.0
 HOROVOD_VERSION=0.28.1
-cache="${XDG_CACHE_HOME:-$HOME/.cache}/sparkdl/wheels/torch-${TORCH_VERSION}"
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/sparkneural/wheels/torch-${TORCH_VERSION}"
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
@@ -73,4 +73,4 @@ if ! "$VENV/bin/python" -c "import horovod.torch as h; assert '$gpu_ops' != 'NCC
   # Not the [spark] extra: it pins pyarrow < 11. Its runtime needs come from pyproject.
   pip install -q --no-deps --force-reinstall "$wheel"
 fi
-"$VENV/bin/python" -c "import horovod.torch, pyspark, sparkdl; print('sparkdl ready:', sparkdl.__version__, 'on pyspark', pyspark.__version__)"
+"$VENV/bin/python" -c "import horovod.torch, pyspark, sparkneural; print('sparkneural ready:', sparkneural.__version__, 'on pyspark', pyspark.__version__)"

@@ -9,16 +9,16 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     """One local[2] SparkSession for the whole test session."""
-    from sparkdl.session import get_spark
+    from sparkneural.session import get_spark
 
     cache = tmp_path_factory.mktemp("parquet-cache")
     session = get_spark(
-        "sparkdl-tests",
+        "sparkneural-tests",
         master="local[2]",
         conf={
             "spark.ui.enabled": "false",
             "spark.sql.shuffle.partitions": "4",
-            "spark.sparkdl.dataDir": f"file://{cache}",
+            "spark.sparkneural.dataDir": f"file://{cache}",
         },
     )
     session.sparkContext.setLogLevel("ERROR")
@@ -40,7 +40,7 @@ def connect_url(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def digits_df(spark):
-    from sparkdl.datasets import digits
+    from sparkneural.datasets import digits
 
     return digits(spark).cache()
 

@@ -48,7 +48,7 @@ def connect_server(tmp_path: Path, timeout: float = 180) -> Iterator[str]:
             "--conf", "spark.driver.host=127.0.0.1",
             "--conf", "spark.ui.enabled=false",
             "--conf", f"spark.pyspark.python={sys.executable}",
-            "--conf", f"spark.sparkdl.dataDir=file://{tmp_path / 'data'}",
+            "--conf", f"spark.sparkneural.dataDir=file://{tmp_path / 'data'}",
         ]
         log = open(tmp_path / "connect-server.log", "w")
         server = subprocess.Popen(command, env=spark_env(tmp_path), stdout=log, stderr=subprocess.STDOUT,

@@ -10,7 +10,7 @@ from pyspark.ml.evaluation import MulticlassClassificationEvaluator, RegressionE
 from pyspark.ml.feature import StandardScaler
 from pyspark.sql import functions as F
 
-from sparkdl.estimators import Autoencoder, CNNClassifier, MLPClassifier, RNNRegressor, TransformerClassifier
+from sparkneural.estimators import Autoencoder, CNNClassifier, MLPClassifier, RNNRegressor, TransformerClassifier
 
 FAST = dict(backend="local", verbose=0, seed=7)
 
@@ -18,7 +18,7 @@ FAST = dict(backend="local", verbose=0, seed=7)
 @pytest.fixture(scope="module")
 def digits_split(spark):
     """The fixed 80/10/10 split; training rows carry an isValidation flag for the 10 % validation part."""
-    from sparkdl.datasets import digits_split as split
+    from sparkneural.datasets import digits_split as split
 
     return split(spark, (0.8, 0.1, 0.1), seed=7)
 
@@ -42,7 +42,7 @@ def test_mlp_classifier_beats_mllib_on_digits(digits_split, mllib_accuracy, repo
                         validationCol="isValidation", earlyStoppingPatience=8, **FAST)
     accuracy = _accuracy(mlp, labelled, test)
     report("digits test accuracy: MLlib MultilayerPerceptronClassifier [128, 64]", mllib_accuracy)
-    report("digits test accuracy: sparkdl MLPClassifier [128, 64]", accuracy)
+    report("digits test accuracy: sparkneural MLPClassifier [128, 64]", accuracy)
     assert accuracy >= 0.96 and accuracy > mllib_accuracy
 
 
@@ -53,7 +53,7 @@ def test_cnn_classifier_beats_mllib_on_digits(digits_split, mllib_accuracy, repo
     cnn = CNNClassifier(inputShape=[1, 8, 8], filters=[20, 50], kernelSize=3, denseUnits=128, epochs=80,
                         batchSize=32, dropout=0.2, validationCol="isValidation", earlyStoppingPatience=15, **FAST)
     accuracy = _accuracy(cnn, labelled, test)
-    report("digits test accuracy: sparkdl CNNClassifier [1, 8, 8]", accuracy)
+    report("digits test accuracy: sparkneural CNNClassifier [1, 8, 8]", accuracy)
     assert accuracy >= 0.96 and accuracy > mllib_accuracy
 
 
@@ -63,7 +63,7 @@ def test_transformer_classifier_reads_digits_as_sequences_of_rows(digits_split, 
                                         epochs=30, batchSize=32, learningRate=0.002, validationCol="isValidation",
                                         earlyStoppingPatience=6, earlyStoppingMetric="val_accuracy", **FAST)
     accuracy = _accuracy(transformer, labelled, test)
-    report("digits test accuracy: sparkdl TransformerClassifier (8 rows of 8 pixels)", accuracy)
+    report("digits test accuracy: sparkneural TransformerClassifier (8 rows of 8 pixels)", accuracy)
     assert accuracy >= 0.9
 
 

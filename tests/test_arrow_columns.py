@@ -1,4 +1,4 @@
-"""Arrow columns <-> numpy (sparkdl.data.arrow): every encoder and decoder, with and without null rows.
+"""Arrow columns <-> numpy (sparkneural.data.arrow): every encoder and decoder, with and without null rows.
 
 Expectations are built row by row in plain Python from the numpy input, or
 from pyspark's own vectors, independently of the flat-buffer code under test.
@@ -12,7 +12,7 @@ from pyspark.ml.linalg import Vectors, VectorUDT
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_type
 
-from sparkdl.data.arrow import VECTOR_TYPE, InputError, dense_vectors, doubles, features_matrix, float_lists
+from sparkneural.data.arrow import VECTOR_TYPE, InputError, dense_vectors, doubles, features_matrix, float_lists
 
 pytestmark = pytest.mark.stacks
 

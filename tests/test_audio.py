@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pyspark.sql import types as T
 
-from sparkdl.data import read_wav, write_wav
+from sparkneural.data import read_wav, write_wav
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 

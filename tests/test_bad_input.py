@@ -30,10 +30,10 @@ from pyspark.errors.exceptions.captured import PythonException
 from pyspark.ml.linalg import Vectors
 from pyspark.sql import functions as F
 
-from sparkdl.baselines import CenteredPCA, CenteredPCAModel, clustering_scores, kmeans, mllib_mlp_baseline
-from sparkdl.config import ConfigError, load_conf
-from sparkdl.data import read_wav, write_wav
-from sparkdl.estimators import (
+from sparkneural.baselines import CenteredPCA, CenteredPCAModel, clustering_scores, kmeans, mllib_mlp_baseline
+from sparkneural.config import ConfigError, load_conf
+from sparkneural.data import read_wav, write_wav
+from sparkneural.estimators import (
     Autoencoder,
     CNNClassifier,
     CNNRegressor,
@@ -47,8 +47,8 @@ from sparkdl.estimators import (
     TransformerRegressor,
     WaveNet,
 )
-from sparkdl.preprocessing import MuLawDecoder, MuLawEncoder, SequenceWindower
-from sparkdl.text import BertEmbeddings
+from sparkneural.preprocessing import MuLawDecoder, MuLawEncoder, SequenceWindower
+from sparkneural.text import BertEmbeddings
 
 # A check made in the JVM (raise_error) fails the job with Py4JJavaError on Spark 3.5, SparkRuntimeException on Spark 4.
 JOB_FAILED = (Py4JJavaError, SparkRuntimeException)
@@ -90,9 +90,9 @@ def _with_subclasses(cls):
 @pytest.fixture(autouse=True)
 def no_training(monkeypatch):
     """Any bad input must be caught before data is materialised or a backend starts."""
-    from sparkdl.training.backends import BACKENDS
+    from sparkneural.training.backends import BACKENDS
 
-    writing = importlib.import_module("sparkdl.data.materialize")  # the module; ``sparkdl.data.materialize`` is its function
+    writing = importlib.import_module("sparkneural.data.materialize")  # the module; ``sparkneural.data.materialize`` is its function
 
     def forbidden(*args, **kwargs):
         raise AssertionError("training started despite bad input")
@@ -457,11 +457,11 @@ def _flip_middle_byte(data: bytes) -> bytes:
 
 def _bad_header_with_matching_checksum(path: str) -> None:
     """A weights file whose header is garbage but whose checksum was updated to match: only parsing can tell."""
-    from sparkdl.estimators.persistence import sha256_file
+    from sparkneural.estimators.persistence import sha256_file
 
     weights = os.path.join(path, "weights.safetensors")
     _rewrite(weights, lambda data: b"\xff" * 16 + data[16:])
-    _edit_metadata(path, lambda m: m["sparkdl"].update(weightsSha256=sha256_file(weights)))
+    _edit_metadata(path, lambda m: m["sparkneural"].update(weightsSha256=sha256_file(weights)))
 
 
 WEIGHTS, METADATA, HISTORY = "weights.safetensors", os.path.join("metadata", "part-00000"), "history.json"
@@ -484,19 +484,19 @@ DAMAGE = {
     "truncated metadata": (
         lambda p: _rewrite(os.path.join(p, METADATA), lambda d: d[: len(d) // 2]), r"corrupted metadata"),
     "missing metadata": (
-        lambda p: shutil.rmtree(os.path.join(p, "metadata")), r"not a saved sparkdl stage \(no metadata/part-00000\)"),
+        lambda p: shutil.rmtree(os.path.join(p, "metadata")), r"not a saved sparkneural stage \(no metadata/part-00000\)"),
     "metadata of another library": (
-        lambda p: _edit_metadata(p, lambda m: m.pop("sparkdl")), r"the metadata was not written by sparkdl"),
-    "metadata naming a class outside sparkdl": (
-        lambda p: _edit_metadata(p, lambda m: m.update({"class": "os.system"})), r"holds a os.system, not a sparkdl stage"),
+        lambda p: _edit_metadata(p, lambda m: m.pop("sparkneural")), r"the metadata was not written by sparkneural"),
+    "metadata naming a class outside sparkneural": (
+        lambda p: _edit_metadata(p, lambda m: m.update({"class": "os.system"})), r"holds a os.system, not a sparkneural stage"),
     "metadata without the weights checksum": (
-        lambda p: _edit_metadata(p, lambda m: m["sparkdl"].pop("weightsSha256")),
-        r"metadata/part-00000 lacks the entry 'weightsSha256'; expected a complete sparkdl save"),
+        lambda p: _edit_metadata(p, lambda m: m["sparkneural"].pop("weightsSha256")),
+        r"metadata/part-00000 lacks the entry 'weightsSha256'; expected a complete sparkneural save"),
     "metadata whose architecture does not fit the weights": (
-        lambda p: _edit_metadata(p, lambda m: m["sparkdl"]["architectureParams"].update(hiddenLayers=[5])),
+        lambda p: _edit_metadata(p, lambda m: m["sparkneural"]["architectureParams"].update(hiddenLayers=[5])),
         r"the weights do not match the stored architecture"),
     "metadata claiming a pickled architecture": (
-        lambda p: _edit_metadata(p, lambda m: m["sparkdl"].update(pickled=True, pickleSha256="0" * 64)),
+        lambda p: _edit_metadata(p, lambda m: m["sparkneural"].update(pickled=True, pickleSha256="0" * 64)),
         r"the architecture is a pickled Python factory; loading it runs code from the file"),
     "history that is not JSON": (
         lambda p: open(os.path.join(p, HISTORY), "w").write("[{"), r"history.json is corrupted; expected JSON"),
@@ -540,7 +540,7 @@ def test_a_damaged_model_inside_a_saved_pipeline_is_rejected_naming_its_file(spa
 
 def test_loading_a_path_that_does_not_exist_names_it(tmp_path):
     missing = str(tmp_path / "no-such-model")
-    with pytest.raises(ValueError, match=rf"path '{re.escape(missing)}': expected a saved sparkdl stage, found no such file or directory"):
+    with pytest.raises(ValueError, match=rf"path '{re.escape(missing)}': expected a saved sparkneural stage, found no such file or directory"):
         TorchModel.load(missing)
     assert not os.path.exists(missing)
 
@@ -549,7 +549,7 @@ def test_saves_that_cannot_be_made_leave_the_earlier_save_unchanged(fitted, save
     earlier = _hashes(saved)
     with pytest.raises(ValueError, match=r"already exists; use write\(\).overwrite\(\).save\(path\)"):
         fitted["MLPRegressor"].save(saved)
-    with pytest.raises(ValueError, match=r"path: sparkdl saves to local or mounted directories; found 'hdfs://cluster/models/mlp'"):
+    with pytest.raises(ValueError, match=r"path: sparkneural saves to local or mounted directories; found 'hdfs://cluster/models/mlp'"):
         fitted["MLPRegressor"].save("hdfs://cluster/models/mlp")
     assert _hashes(saved) == earlier
 

@@ -13,9 +13,9 @@ import threading
 
 import pytest
 
-from sparkdl import cluster
-from sparkdl.training.backends import barrier
-from sparkdl.training.reports import FolderAddress, Reporter, ReportFolder, format_epoch
+from sparkneural import cluster
+from sparkneural.training.backends import barrier
+from sparkneural.training.reports import FolderAddress, Reporter, ReportFolder, format_epoch
 
 
 @pytest.mark.parametrize("hosts", [("a", "a"), ("a", "b", "a", "b"), ("a", "a", "b"), ("a", "b", "b", "c")])
@@ -39,7 +39,7 @@ def test_a_task_address_gives_its_host_also_in_ipv6_brackets():
 
 
 def test_horovods_rendezvous_listens_on_rank_0s_address_only_and_closes(monkeypatch):
-    from sparkdl.training.backends.horovod import Rendezvous, horovod_env
+    from sparkneural.training.backends.horovod import Rendezvous, horovod_env
 
     rendezvous = Rendezvous(barrier.Topology(0, ("127.0.0.1", "127.0.0.1")))
     try:
@@ -74,13 +74,13 @@ def test_rank_0s_value_reaches_the_other_ranks_through_the_fit_directory_and_a_m
 
 
 def test_a_ranks_environment_is_put_back_as_it_was_when_it_ends(monkeypatch):
-    monkeypatch.setenv("SPARKDL_KEPT", "before")
+    monkeypatch.setenv("SPARKNEURAL_KEPT", "before")
     monkeypatch.delenv("HOROVOD_RANK", raising=False)
     with pytest.raises(RuntimeError):
-        with barrier.environment({"SPARKDL_KEPT": "during", "HOROVOD_RANK": "1"}):
-            assert os.environ["SPARKDL_KEPT"] == "during" and os.environ["HOROVOD_RANK"] == "1"
+        with barrier.environment({"SPARKNEURAL_KEPT": "during", "HOROVOD_RANK": "1"}):
+            assert os.environ["SPARKNEURAL_KEPT"] == "during" and os.environ["HOROVOD_RANK"] == "1"
             raise RuntimeError("the rank failed")
-    assert os.environ["SPARKDL_KEPT"] == "before" and "HOROVOD_RANK" not in os.environ
+    assert os.environ["SPARKNEURAL_KEPT"] == "before" and "HOROVOD_RANK" not in os.environ
 
 
 class _Conf:

@@ -18,7 +18,7 @@ from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA as SklearnPCA
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from sparkdl.baselines import (
+from sparkneural.baselines import (
     CenteredPCA,
     CenteredPCAModel,
     clustering_scores,
@@ -228,8 +228,8 @@ def test_mllib_mlp_baseline_layers_and_accuracy_on_digits(digits_df, report):
     report("mllib MLP [64,32,10] maxIter=30 digits test accuracy", accuracy)
 
 
-def test_mllib_mlp_baseline_for_copies_the_sparkdl_estimators_shape_and_columns(spark):
-    from sparkdl.estimators import MLPClassifier
+def test_mllib_mlp_baseline_for_copies_the_sparkneural_estimators_shape_and_columns(spark):
+    from sparkneural.estimators import MLPClassifier
 
     clf = MLPClassifier(hiddenLayers=[48, 24], seed=7, featuresCol="pixels", labelCol="digit", predictionCol="guess")
     baseline = mllib_mlp_baseline_for(clf, numFeatures=64, numClasses=10, maxIter=30)

@@ -21,8 +21,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sparkdl.text import BertEmbeddings
-from sparkdl.text.bert import Encoder, embed_texts, encode_features, encode_tokens
+from sparkneural.text import BertEmbeddings
+from sparkneural.text.bert import Encoder, embed_texts, encode_features, encode_tokens
 
 pytestmark = pytest.mark.stacks  # also run on the second Spark line (.ci/run)
 
@@ -172,7 +172,7 @@ def test_padding_to_a_longer_text_in_the_batch_does_not_change_features(tiny_mod
 
 def test_texts_longer_than_max_length_are_truncated_and_counted(tiny_model, caplog):
     encoder = Encoder(tiny_model, "cpu")
-    with caplog.at_level(logging.WARNING, logger="sparkdl.text.bert"):
+    with caplog.at_level(logging.WARNING, logger="sparkneural.text.bert"):
         features, tokens, truncated = embed_texts(
             encoder, [LONG, "the cat", LONG], indices=[5], combine="concat", pooling="none", maxLength=MAX_LENGTH, batchSize=2
         )
@@ -271,7 +271,7 @@ def test_real_minilm_features_match_transformers(spark):
 def test_pipeline_derives_each_strategy_from_all_layers_as_the_transformer_computes_it(strategy_rows, tiny_model, texts_df, strategy):
     from transformers import AutoConfig
 
-    from sparkdl.runner import load_pipeline
+    from sparkneural.runner import load_pipeline
 
     config = AutoConfig.from_pretrained(tiny_model)
     layers, hidden = config.num_hidden_layers, config.hidden_size

@@ -1,4 +1,4 @@
-"""The ways users run pipelines: sparkdl run, spark-submit, and the config they pass."""
+"""The ways users run pipelines: sparkneural run, spark-submit, and the config they pass."""
 
 import json
 import os
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sparkdl.config import ConfigError, load_conf
-from sparkdl.estimators import MLPClassifier
+from sparkneural.config import ConfigError, load_conf
+from sparkneural.estimators import MLPClassifier
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -40,7 +40,7 @@ def test_a_wrong_type_names_the_key():
 
 
 def test_every_pipeline_has_a_conf_that_validates():
-    from sparkdl import runner
+    from sparkneural import runner
 
     for name in runner.available():
         module = runner.load_pipeline(name)
@@ -53,13 +53,13 @@ def _env():
     return {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
 
 
-def test_sparkdl_list_names_each_pipeline_with_its_purpose():
-    out = subprocess.run([str(BIN / "sparkdl"), "list"], capture_output=True, text=True, check=True, env=_env()).stdout
+def test_sparkneural_list_names_each_pipeline_with_its_purpose():
+    out = subprocess.run([str(BIN / "sparkneural"), "list"], capture_output=True, text=True, check=True, env=_env()).stdout
     assert "digits_mlp" in out and "Digits classifier" in out
 
 
-def test_sparkdl_run_with_a_bad_key_exits_with_the_valid_keys():
-    result = subprocess.run([str(BIN / "sparkdl"), "run", "digits_mlp", "--conf", "conf/digits_mlp.yaml", "modle.epochs=2"],
+def test_sparkneural_run_with_a_bad_key_exits_with_the_valid_keys():
+    result = subprocess.run([str(BIN / "sparkneural"), "run", "digits_mlp", "--conf", "conf/digits_mlp.yaml", "modle.epochs=2"],
                             capture_output=True, text=True, cwd=ROOT, env=_env())
     assert result.returncode == 2
     assert "config key 'modle' is unknown; valid keys here are" in result.stderr
@@ -69,11 +69,11 @@ FAST = ["model.epochs=3", "model.earlyStoppingPatience=null"]
 
 
 @pytest.mark.timeout(400)
-@pytest.mark.parametrize("form", ["sparkdl run", "spark-submit"])
+@pytest.mark.parametrize("form", ["sparkneural run", "spark-submit"])
 def test_digits_mlp_runs_end_to_end_and_writes_metrics_plots_and_model(form, tmp_path):
     output = tmp_path / "out"
-    if form == "sparkdl run":
-        command = [str(BIN / "sparkdl"), "run", "digits_mlp", "--conf", "conf/digits_mlp.yaml"]
+    if form == "sparkneural run":
+        command = [str(BIN / "sparkneural"), "run", "digits_mlp", "--conf", "conf/digits_mlp.yaml"]
     else:
         command = [str(BIN / "spark-submit"), "--master", "local[2]", "pipelines/digits_mlp.py", "--conf", "conf/digits_mlp.yaml"]
     result = subprocess.run(command + [f"output={output}", *FAST], capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=380)

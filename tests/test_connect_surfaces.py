@@ -13,7 +13,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from connect_server import listening_sockets, run_client
-from sparkdl.session import get_spark
+from sparkneural.session import get_spark
 
 pytestmark = pytest.mark.connect
 
@@ -55,14 +55,14 @@ def test_digits_on_connect_gives_the_1797_rows_of_scikit_learn_in_parallelize_s_
 
 
 def test_digits_split_on_connect_holds_the_same_test_rows_as_on_a_classic_session(client, spark):
-    from sparkdl.datasets import digits_split
+    from sparkneural.datasets import digits_split
 
     found, _ = client
     _, test = digits_split(spark, (0.8, 0.1, 0.1), seed=7)
     assert found["splitTestLabels"] == sorted(r.label for r in test.select("label").collect())
 
 
-def test_sparkdl_run_with_remote_runs_the_pipeline_on_the_connect_server(client):
+def test_sparkneural_run_with_remote_runs_the_pipeline_on_the_connect_server(client):
     found, scratch = client
     assert found["cliExit"] == 0, found["cliOutput"]
     metrics = found["cliMetrics"]

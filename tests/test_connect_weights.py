@@ -22,10 +22,10 @@ import torch
 from safetensors.torch import load_file
 from test_bert import TEXTS, tiny_model  # noqa: F401 (a fixture: the tiny random BERT)
 
-from sparkdl.estimators import MLPClassifier
-from sparkdl.estimators.inference import WeightsArtifact
-from sparkdl.estimators.persistence import WEIGHTS, save_weights
-from sparkdl.text import BertEmbeddings
+from sparkneural.estimators import MLPClassifier
+from sparkneural.estimators.inference import WeightsArtifact
+from sparkneural.estimators.persistence import WEIGHTS, save_weights
+from sparkneural.text import BertEmbeddings
 
 pytestmark = pytest.mark.connect
 

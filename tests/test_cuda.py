@@ -17,14 +17,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from sparkdl import devices
-from sparkdl.data.arrow import InputError
-from sparkdl.data.materialize import FEATURES, LABEL, DataFile, ParquetData
-from sparkdl.estimators import inference, scoring
-from sparkdl.training.collective import LocalCollective
-from sparkdl.training.loop import load_checkpoint, train
-from sparkdl.training.spec import TrainSpec
-from sparkdl.training.tasks import get_task
+from sparkneural import devices
+from sparkneural.data.arrow import InputError
+from sparkneural.data.materialize import FEATURES, LABEL, DataFile, ParquetData
+from sparkneural.estimators import inference, scoring
+from sparkneural.training.collective import LocalCollective
+from sparkneural.training.loop import load_checkpoint, train
+from sparkneural.training.spec import TrainSpec
+from sparkneural.training.tasks import get_task
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from pyspark.ml.functions import array_to_vector
 
-from sparkdl.data import materialize, read_shard
-from sparkdl.data.shards import shard_bounds
+from sparkneural.data import materialize, read_shard
+from sparkneural.data.shards import shard_bounds
 
 pytestmark = pytest.mark.stacks  # also run on the second Spark line (.ci/run)
 

@@ -1,4 +1,4 @@
-"""A fit writes exactly under the dataDir it was given and deletes only its own sparkdl-<uuid> directory there;
+"""A fit writes exactly under the dataDir it was given and deletes only its own sparkneural-<uuid> directory there;
 no credential is ever held in dataDir or checkpointDir; the default data directory is private to the user."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import pyarrow.fs as pafs
 import pytest
 from test_streaming import _objects, s3_dir  # noqa: F401  (the S3-compatible server on 127.0.0.1)
 
-from sparkdl.data.filesystems import join, open_filesystem
-from sparkdl.data.materialize import DATA_DIR_CONFS, data_dir_url
-from sparkdl.estimators import MLPClassifier, MLPClassifierModel
+from sparkneural.data.filesystems import join, open_filesystem
+from sparkneural.data.materialize import DATA_DIR_CONFS, data_dir_url
+from sparkneural.estimators import MLPClassifier, MLPClassifierModel
 
-materialize_module = importlib.import_module("sparkdl.data.materialize")  # the package exports a function of that name
+materialize_module = importlib.import_module("sparkneural.data.materialize")  # the package exports a function of that name
 FIT = dict(hiddenLayers=[4], epochs=1, verbose=0, seed=1, backend="local")
-FIT_DIRECTORY = r"sparkdl-[0-9a-f]{32}"
+FIT_DIRECTORY = r"sparkneural-[0-9a-f]{32}"
 ODD = {"hash": "#", "question mark": "?", "percent escape": "%41", "space": " ", "all four": "#?%41 "}
 
 
@@ -68,9 +68,9 @@ def test_a_local_data_dir_with_an_odd_character_is_used_literally_and_only_the_f
 @pytest.mark.parametrize("odd", ODD.values(), ids=ODD.keys())
 def test_the_directory_a_fit_writes_resolves_to_the_literal_path_it_was_given(spark, tmp_path, odd):
     given = str(tmp_path / f"a{odd}b" / "cache")
-    root = join(data_dir_url(spark, given), "sparkdl-" + "0" * 32)
+    root = join(data_dir_url(spark, given), "sparkneural-" + "0" * 32)
     fs, path = open_filesystem(root)
-    assert isinstance(fs, pafs.LocalFileSystem) and path == os.path.join(given, "sparkdl-" + "0" * 32)
+    assert isinstance(fs, pafs.LocalFileSystem) and path == os.path.join(given, "sparkneural-" + "0" * 32)
 
 
 @pytest.mark.parametrize("parent", [
@@ -80,24 +80,24 @@ def test_the_directory_a_fit_writes_resolves_to_the_literal_path_it_was_given(sp
     "s3a://bucket/dir/?region=us-east-1",
 ])
 def test_joining_a_name_onto_a_directory_resolves_to_that_name_under_the_resolved_directory(parent):
-    name = "sparkdl-" + "1" * 32
+    name = "sparkneural-" + "1" * 32
     fs, path = open_filesystem(parent)
     child_fs, child_path = open_filesystem(join(parent, name))
     assert type(child_fs) is type(fs) and child_path == f"{path.rstrip('/')}/{name}"
 
 
 def test_delete_refuses_any_directory_but_the_fits_own(tmp_path):
-    from sparkdl.data.materialize import _delete, is_fit_directory
+    from sparkneural.data.materialize import _delete, is_fit_directory
 
-    name = "sparkdl-" + "ab" * 16
+    name = "sparkneural-" + "ab" * 16
     assert is_fit_directory(f"/data/{name}", name) and is_fit_directory(f"bucket/dir/{name}/", name)
     assert not is_fit_directory("/data/victim", name)  # a fragment cut the path short
-    assert not is_fit_directory(f"/data/sparkdl-{'cd' * 16}", name)  # another fit's directory
-    assert not is_fit_directory("/data/sparkdl-cache", "sparkdl-cache")  # not a name a fit creates
+    assert not is_fit_directory(f"/data/sparkneural-{'cd' * 16}", name)  # another fit's directory
+    assert not is_fit_directory("/data/sparkneural-cache", "sparkneural-cache")  # not a name a fit creates
     users = tmp_path / "victim"
     users.mkdir()
     (users / "keep.txt").write_text("the user's file")
-    with pytest.warns(UserWarning, match=r"sparkdl did not delete .*victim: it is not the directory sparkdl-abab"):
+    with pytest.warns(UserWarning, match=r"sparkneural did not delete .*victim: it is not the directory sparkneural-abab"):
         _delete(pafs.LocalFileSystem(), str(users), name)
     assert (users / "keep.txt").read_text() == "the user's file"
     ours = tmp_path / name
@@ -116,7 +116,7 @@ def _environment(monkeypatch, spark, **values):
 
 def test_an_s3_data_dir_with_a_fragment_is_refused_when_set_and_the_users_prefix_stays(spark, s3_dir, monkeypatch):  # noqa: F811
     url, fs = s3_dir
-    mine = "sparkdl-test/a/mine.txt"
+    mine = "sparkneural-test/a/mine.txt"
     with fs.open_output_stream(mine) as out:
         out.write(b"the user's object")
     # The endpoint comes from the environment, so the URL needs no options for a '#' to hide.
@@ -125,22 +125,22 @@ def test_an_s3_data_dir_with_a_fragment_is_refused_when_set_and_the_users_prefix
                  AWS_ACCESS_KEY_ID="key", AWS_SECRET_ACCESS_KEY="secret")
     try:
         with pytest.raises(ValueError, match=r"^dataDir: expected a path, or a URI that names the directory it spells; found '#'"):
-            MLPClassifier(dataDir="s3://sparkdl-test/a#b", **FIT).fit(_frame(spark))
+            MLPClassifier(dataDir="s3://sparkneural-test/a#b", **FIT).fit(_frame(spark))
         assert mine in _objects(fs)
     finally:
-        fs.delete_dir_contents("sparkdl-test/a", missing_dir_ok=True)  # the server is shared with test_streaming
+        fs.delete_dir_contents("sparkneural-test/a", missing_dir_ok=True)  # the server is shared with test_streaming
 
 
 def test_a_fit_on_an_s3_prefix_deletes_only_its_own_directory_there(spark, s3_dir, deletes):  # noqa: F811
     url, fs = s3_dir
-    beside = "sparkdl-test/fits/beside.txt"
+    beside = "sparkneural-test/fits/beside.txt"
     with fs.open_output_stream(beside) as out:
         out.write(b"the user's object beside")
     try:
         before = _objects(fs)
         MLPClassifier(dataDir=url, **FIT).fit(_frame(spark))
         [(path, files)] = deletes
-        assert re.fullmatch(rf"sparkdl-test/fits/{FIT_DIRECTORY}", path) and files
+        assert re.fullmatch(rf"sparkneural-test/fits/{FIT_DIRECTORY}", path) and files
         assert _objects(fs) == before
     finally:
         fs.delete_file(beside)
@@ -196,7 +196,7 @@ def no_data_dir_conf(spark, tmp_path, monkeypatch):
 def test_the_default_data_directory_is_private_to_the_user(spark, no_data_dir_conf):
     assert spark.conf.get("spark.local.dir", None) is None  # else that is the parent
     directory = data_dir_url(spark, None)
-    assert directory == str(no_data_dir_conf / f"sparkdl-{os.getuid()}")
+    assert directory == str(no_data_dir_conf / f"sparkneural-{os.getuid()}")
     found = os.lstat(directory)
     assert stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid() and stat.S_IMODE(found.st_mode) == 0o700
     assert data_dir_url(spark, None) == directory  # the next fit uses it again
@@ -226,7 +226,7 @@ def _link_to_own_directory(path):
     (_link_to_own_directory, r"is a symbolic link"),
 ])
 def test_a_default_data_directory_that_is_not_private_is_refused(spark, no_data_dir_conf, make, why):
-    directory = no_data_dir_conf / f"sparkdl-{os.getuid()}"
+    directory = no_data_dir_conf / f"sparkneural-{os.getuid()}"
     make(directory)
     before = os.lstat(directory)
     with pytest.raises(PermissionError, match=rf"^dataDir: the default data directory {re.escape(str(directory))} {why}"):
@@ -236,9 +236,9 @@ def test_a_default_data_directory_that_is_not_private_is_refused(spark, no_data_
 
 
 def test_a_data_dir_conf_with_a_fragment_is_refused_naming_the_conf(spark, no_data_dir_conf):
-    spark.conf.set("spark.sparkdl.dataDir", f"file://{no_data_dir_conf}/a#b")
+    spark.conf.set("spark.sparkneural.dataDir", f"file://{no_data_dir_conf}/a#b")
     try:
-        with pytest.raises(ValueError, match=r"^spark\.sparkdl\.dataDir: expected a path, or a URI that names the directory"):
+        with pytest.raises(ValueError, match=r"^spark\.sparkneural\.dataDir: expected a path, or a URI that names the directory"):
             data_dir_url(spark, None)
     finally:
-        spark.conf.unset("spark.sparkdl.dataDir")
+        spark.conf.unset("spark.sparkneural.dataDir")

@@ -17,9 +17,9 @@ import pytest
 import torch
 from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 
-from sparkdl import devices
-from sparkdl.estimators import MLPClassifier, TorchModel
-from sparkdl.text import BertEmbeddings
+from sparkneural import devices
+from sparkneural.estimators import MLPClassifier, TorchModel
+from sparkneural.text import BertEmbeddings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour on a host without a GPU")
@@ -173,9 +173,9 @@ def test_transform_with_cuda_on_a_local_master_without_gpu_fails_before_any_job(
 
 
 def test_nan_input_is_named_before_a_network_that_indexes_by_value_sees_it():
-    from sparkdl.data.arrow import InputError
-    from sparkdl.estimators import scoring
-    from sparkdl.training.tasks import get_task
+    from sparkneural.data.arrow import InputError
+    from sparkneural.estimators import scoring
+    from sparkneural.training.tasks import get_task
 
     class Lookup(torch.nn.Module):  # values used as indices, as token-id networks do
         def __init__(self):
@@ -191,7 +191,7 @@ def test_nan_input_is_named_before_a_network_that_indexes_by_value_sees_it():
 
 
 def test_epoch_sums_add_up_like_the_batches_across_folds():
-    from sparkdl.training.loop import EpochSums
+    from sparkneural.training.loop import EpochSums
 
     rng = np.random.default_rng(0)
     losses, counts, metrics = rng.random(600), rng.integers(1, 64, 600), rng.integers(0, 64, 600)

@@ -9,14 +9,14 @@ import doctest
 
 import pytest
 
-import sparkdl.baselines
-import sparkdl.estimators
-import sparkdl.preprocessing
-import sparkdl.text
+import sparkneural.baselines
+import sparkneural.estimators
+import sparkneural.preprocessing
+import sparkneural.text
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.stacks]
 
-PACKAGES = (sparkdl.estimators, sparkdl.preprocessing, sparkdl.text, sparkdl.baselines)
+PACKAGES = (sparkneural.estimators, sparkneural.preprocessing, sparkneural.text, sparkneural.baselines)
 PUBLIC_CLASSES = [
     obj
     for package in PACKAGES

@@ -14,7 +14,7 @@ from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 from pyspark.sql import functions as F
 
 from injected_faults import fail_at
-from sparkdl.estimators import MLPClassifier, MLPClassifierModel, TorchEstimator, TorchModel, allow_pickle
+from sparkneural.estimators import MLPClassifier, MLPClassifierModel, TorchEstimator, TorchModel, allow_pickle
 
 pytestmark = pytest.mark.stacks  # also run on the second Spark line (.ci/run)
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from injected_faults import fail_at
-import sparkdl.estimators.persistence as persistence
-from sparkdl.estimators import MLPClassifier, TorchModel
+import sparkneural.estimators.persistence as persistence
+from sparkneural.estimators import MLPClassifier, TorchModel
 
 FAST = dict(hiddenLayers=[16], verbose=0, seed=3)
 
@@ -57,7 +57,7 @@ def test_an_interrupted_save_leaves_no_model_and_keeps_an_earlier_one(saved, sma
         raise OSError("disk full")
 
     monkeypatch.setattr(persistence, "save_weights", crash)
-    monkeypatch.setattr("sparkdl.estimators.model.save_weights", crash)
+    monkeypatch.setattr("sparkneural.estimators.model.save_weights", crash)
     fresh = str(tmp_path / "new-model")
     with pytest.raises(OSError, match="disk full"):
         model.save(fresh)
@@ -79,7 +79,7 @@ def test_save_without_overwrite_refuses_an_existing_path(saved):
 def test_training_data_is_deleted_after_fit_and_after_a_failed_fit_and_nothing_else(small, tmp_path):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    (data_dir / "keep.txt").write_text("not sparkdl's")
+    (data_dir / "keep.txt").write_text("not sparkneural's")
     MLPClassifier(epochs=1, backend="local", dataDir=str(data_dir), **FAST).fit(small)
     assert os.listdir(data_dir) == ["keep.txt"]
     failing = MLPClassifier(epochs=2, backend="local", dataDir=str(data_dir), **FAST)
@@ -129,14 +129,14 @@ def test_weights_that_do_not_fit_the_stored_architecture_are_rejected(saved, tmp
     import json
 
     metadata = json.loads(text)
-    metadata["sparkdl"]["weightsSha256"] = persistence.sha256_file(os.path.join(path, "weights.safetensors"))
+    metadata["sparkneural"]["weightsSha256"] = persistence.sha256_file(os.path.join(path, "weights.safetensors"))
     open(metadata_file, "w").write(json.dumps(metadata))
     with pytest.raises(ValueError, match="the weights do not match the stored architecture"):
         TorchModel.load(path)
 
 
 def test_corrupted_metadata_and_foreign_directories_are_rejected(saved, tmp_path):
-    with pytest.raises(ValueError, match="not a saved sparkdl stage"):
+    with pytest.raises(ValueError, match="not a saved sparkneural stage"):
         TorchModel.load(str(tmp_path))
     _, path = saved
     import shutil

@@ -124,7 +124,7 @@ def test_with_inference_resources_each_scoring_task_gets_a_gpu_and_scores_as_the
     logits = np.array([row["logits"] for row in scored])
     probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
     probabilities /= probabilities.sum(axis=1, keepdims=True)
-    centered = logits - logits.mean(axis=1, keepdims=True)  # sparkdl's rawPrediction: the logits less their mean
+    centered = logits - logits.mean(axis=1, keepdims=True)  # sparkneural's rawPrediction: the logits less their mean
     np.testing.assert_allclose([row["rawPrediction"] for row in scored], centered, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose([row["probability"] for row in scored], probabilities, rtol=1e-4, atol=1e-6)
     assert [row["prediction"] for row in scored] == logits.argmax(axis=1).astype(float).tolist()

@@ -5,7 +5,7 @@ from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 from pyspark.ml.functions import array_to_vector
 from pyspark.ml.linalg import DenseVector
 
-from sparkdl.estimators import MLPClassifier, MLPClassifierModel
+from sparkneural.estimators import MLPClassifier, MLPClassifierModel
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from sparkdl.nn import build, names
-from sparkdl.nn.mlp import MLP, DenseBlock, HighwayBlock
+from sparkneural.nn import build, names
+from sparkneural.nn.mlp import MLP, DenseBlock, HighwayBlock
 
 
 def test_mlp_is_registered_and_maps_inputs_to_logits():

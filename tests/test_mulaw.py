@@ -10,7 +10,7 @@ from pyspark.ml import Pipeline, PipelineModel
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sparkdl.preprocessing import MuLawDecoder, MuLawEncoder
+from sparkneural.preprocessing import MuLawDecoder, MuLawEncoder
 
 pytestmark = pytest.mark.stacks  # also run on the second Spark line (.ci/run)
 
@@ -173,5 +173,5 @@ def test_saved_pipeline_loads_and_gives_the_same_result(spark, tmp_path):
 
 
 def test_preprocessing_does_not_import_torch():
-    code = "import sys, sparkdl.preprocessing; print('torch' in sys.modules)"
+    code = "import sys, sparkneural.preprocessing; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
-from sparkdl.nn import build, names
+from sparkneural.nn import build, names
 
 KINDS = ["dense", "deep", "conv", "denoising", "variational", "sparse"]
 

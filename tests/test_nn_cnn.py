@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparkdl.nn import build, names
-from sparkdl.nn.cnn import receptive_field
+from sparkneural.nn import build, names
+from sparkneural.nn.cnn import receptive_field
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparkdl.nn import build, names
-from sparkdl.nn.recurrent import PeepholeLSTM, PeepholeLSTMCell
+from sparkneural.nn import build, names
+from sparkneural.nn.recurrent import PeepholeLSTM, PeepholeLSTMCell
 
 CELLS = ["lstm", "gru", "rnn", "peephole_lstm"]
 

@@ -16,11 +16,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparkdl.datasets_seq2seq import (
+from sparkneural.datasets_seq2seq import (
     CHARACTERS, DIGITS, END_ID, MONTHS, Vocabulary, as_dataframe, dates_to_iso, encode_rows, reverse_digits,
 )
-from sparkdl.nn import build, names
-from sparkdl.nn.seq2seq import Attention, Seq2Seq, flat_input, length_penalty
+from sparkneural.nn import build, names
+from sparkneural.nn.seq2seq import Attention, Seq2Seq, flat_input, length_penalty
 
 S, T, V = 8, 9, len(DIGITS)
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparkdl.nn import build, names
-from sparkdl.nn.registry import check_kwargs
-from sparkdl.nn.tcn import TCN
+from sparkneural.nn import build, names
+from sparkneural.nn.registry import check_kwargs
+from sparkneural.nn.tcn import TCN
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

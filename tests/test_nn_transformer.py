@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sparkdl.nn import build, names
-from sparkdl.nn.transformer import MultiHeadSelfAttention, TransformerEncoder, sinusoidal_encoding
+from sparkneural.nn import build, names
+from sparkneural.nn.transformer import MultiHeadSelfAttention, TransformerEncoder, sinusoidal_encoding
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

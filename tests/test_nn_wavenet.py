@@ -13,8 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparkdl.nn import build, names
-from sparkdl.nn.wavenet import MODES, CausalConv1d, GatedResidualLayer, WaveNet, generation_speed
+from sparkneural.nn import build, names
+from sparkneural.nn.wavenet import MODES, CausalConv1d, GatedResidualLayer, WaveNet, generation_speed
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

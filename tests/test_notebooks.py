@@ -1,7 +1,7 @@
 """The notebooks: each .ipynb runs headless top to bottom, and holds the cells of its Databricks source.
 
 Every notebook runs in a fresh IPython kernel (the interpreter running
-these tests, so the project's venv) with ``SPARKDL_NOTEBOOK_SMALL=1``: it
+these tests, so the project's venv) with ``SPARKNEURAL_NOTEBOOK_SMALL=1``: it
 starts its own local Spark session, trains with the local backend for a few
 epochs and must reach a result well above chance. A cell appended to the
 in-memory copy reports the notebook's variables back as JSON.
@@ -21,7 +21,7 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = ("autoencoder_kmeans_pca", "bert_features", "quick_start_digits_mlp", "timeseries_lstm")
-KERNEL = "sparkdl-tests"
+KERNEL = "sparkneural-tests"
 
 
 def databricks_cells(text: str) -> list[tuple[str, str]]:
@@ -69,7 +69,7 @@ def kernel(tmp_path_factory, monkeypatch_module):
     from ipykernel.kernelspec import write_kernel_spec
 
     jupyter = tmp_path_factory.mktemp("jupyter")
-    write_kernel_spec(jupyter / "kernels" / KERNEL, overrides={"display_name": "sparkdl tests"})
+    write_kernel_spec(jupyter / "kernels" / KERNEL, overrides={"display_name": "sparkneural tests"})
     monkeypatch_module.setenv("JUPYTER_PATH", str(jupyter))
     monkeypatch_module.setenv("JUPYTER_RUNTIME_DIR", str(jupyter / "runtime"))
     monkeypatch_module.setenv("IPYTHONDIR", str(jupyter / "ipython"))
@@ -88,10 +88,10 @@ def run_notebook(name: str, kernel: str, output: Path, names: list[str]) -> tupl
     report = f"import json\nprint(json.dumps({{name: globals()[name] for name in {names!r}}}))\nspark.stop()"
     notebook.cells.append(nbformat.v4.new_code_cell(report))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SPARKDL_NOTEBOOK_SMALL", "1")
-        for override in ("SPARKDL_NOTEBOOK_BACKEND", "SPARKDL_NOTEBOOK_EPOCHS", "SPARKDL_BERT_MODEL", "SPARKDL_TOPICS_CSV"):
+        patch.setenv("SPARKNEURAL_NOTEBOOK_SMALL", "1")
+        for override in ("SPARKNEURAL_NOTEBOOK_BACKEND", "SPARKNEURAL_NOTEBOOK_EPOCHS", "SPARKNEURAL_BERT_MODEL", "SPARKNEURAL_TOPICS_CSV"):
             patch.delenv(override, raising=False)
-        patch.setenv("SPARKDL_NOTEBOOK_OUTPUT", str(output))
+        patch.setenv("SPARKNEURAL_NOTEBOOK_OUTPUT", str(output))
         patch.setenv("HF_HUB_OFFLINE", "1")
         patch.setenv("TRANSFORMERS_OFFLINE", "1")
         # Each kernel's driver JVM lives for a minute: the quick JIT tier and the serial
@@ -124,7 +124,7 @@ def test_notebook_runs_headless_in_small_mode(name, kernel, tmp_path, report):
     report(f"notebook {name} (small) seconds", round(time.perf_counter() - started, 1))
     if "BACKEND" in got:  # small mode reached the notebook
         assert got["BACKEND"] == "local" and got["EPOCHS"] <= 15
-    assert list(tmp_path.rglob("*.png")), "the notebook writes its figures under SPARKDL_NOTEBOOK_OUTPUT"
+    assert list(tmp_path.rglob("*.png")), "the notebook writes its figures under SPARKNEURAL_NOTEBOOK_OUTPUT"
 
     if name == "quick_start_digits_mlp":
         report("notebook quick_start_digits_mlp (small): test accuracy", got["accuracy"])

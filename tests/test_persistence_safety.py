@@ -16,10 +16,10 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from sparkdl.estimators import TorchModel
-from sparkdl.estimators.mlp import MLPClassifierModel
-from sparkdl.estimators.transformer import TransformerRegressorModel
-from sparkdl.nn import build
+from sparkneural.estimators import TorchModel
+from sparkneural.estimators.mlp import MLPClassifierModel
+from sparkneural.estimators.transformer import TransformerRegressorModel
+from sparkneural.nn import build
 
 MLP = {"architecture": "mlp", "inputShape": [8], "outputSize": 3, "task": "classification"}
 
@@ -67,7 +67,7 @@ def _crash_after(steps: int, save, exchange: bool) -> int:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child never returns
         try:
-            from sparkdl.estimators import placement
+            from sparkneural.estimators import placement
 
             done = 0
 
@@ -157,7 +157,7 @@ def _edit_metadata(path: str, change) -> None:
     file = os.path.join(path, "metadata", "part-00000")
     with open(file) as f:
         metadata = json.loads(f.readline())
-    change(metadata["sparkdl"])
+    change(metadata["sparkneural"])
     with open(file, "w") as f:
         f.write(json.dumps(metadata) + "\n")
 

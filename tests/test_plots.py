@@ -4,7 +4,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from sparkdl import plots
+from sparkneural import plots
 
 
 def _png_shape(path):

@@ -7,11 +7,11 @@ import re
 import numpy as np
 import pytest
 
-from sparkdl.estimators import TorchEstimator
+from sparkneural.estimators import TorchEstimator
 
 pytestmark = pytest.mark.stacks  # also run on the second Spark line (.ci/run)
 
-RANK_ENV_CONF = "spark.sparkdl.rankEnv"
+RANK_ENV_CONF = "spark.sparkneural.rankEnv"
 DRIVER_ONLY = {
     "AWS_SECRET_ACCESS_KEY": "sentinel-secret",
     "MY_TOKEN": "sentinel-token",
@@ -19,16 +19,16 @@ DRIVER_ONLY = {
     "HADOOP_CONF_DIR": "/driver-only/hadoop-conf",
     "LD_LIBRARY_PATH": "/driver-only/lib",
 }
-FORWARDED = {"SPARKDL_RANK_ENV_PROBE": "1", "MY_SETTING": "x", "MYAPP_LEVEL": "debug", "HOROVOD_LOG_LEVEL": "warning"}
+FORWARDED = {"SPARKNEURAL_RANK_ENV_PROBE": "1", "MY_SETTING": "x", "MYAPP_LEVEL": "debug", "HOROVOD_LOG_LEVEL": "warning"}
 PROBED = (*DRIVER_ONLY, *FORWARDED, "PATH")
 
 
 def test_forwarded_keeps_the_allow_listed_prefixes_and_the_named_variables_only():
-    from sparkdl.training.backends.environment import forwarded
+    from sparkneural.training.backends.environment import forwarded
 
     driver = {
         "HOROVOD_CYCLE_TIME": "5", "NCCL_DEBUG": "INFO", "GLOO_SOCKET_IFNAME": "eth0", "OMP_NUM_THREADS": "2",
-        "KMP_AFFINITY": "compact", "MKL_NUM_THREADS": "2", "SPARKDL_WARM_RANKS": "0",
+        "KMP_AFFINITY": "compact", "MKL_NUM_THREADS": "2", "SPARKNEURAL_WARM_RANKS": "0",
         "MY_SETTING": "x", "MYAPP_LEVEL": "debug", "MYAPP_MODE": "fast",
         "AWS_SECRET_ACCESS_KEY": "secret", "AWS_ACCESS_KEY_ID": "key", "GITHUB_TOKEN": "token", "HF_TOKEN": "token",
         "PATH": "/driver/bin", "LD_LIBRARY_PATH": "/driver/lib", "JAVA_HOME": "/driver/java",
@@ -36,31 +36,31 @@ def test_forwarded_keeps_the_allow_listed_prefixes_and_the_named_variables_only(
         "MY_SETTING_OTHER": "not named", "XMYAPP_LEVEL": "not the prefix",
     }
     expected = {k: driver[k] for k in ("HOROVOD_CYCLE_TIME", "NCCL_DEBUG", "GLOO_SOCKET_IFNAME", "OMP_NUM_THREADS",
-                                       "KMP_AFFINITY", "MKL_NUM_THREADS", "SPARKDL_WARM_RANKS",
+                                       "KMP_AFFINITY", "MKL_NUM_THREADS", "SPARKNEURAL_WARM_RANKS",
                                        "MY_SETTING", "MYAPP_LEVEL", "MYAPP_MODE")}
     assert forwarded(driver, ["MY_SETTING", "MYAPP_*"]) == expected
     assert forwarded(driver) == {k: v for k, v in expected.items() if not k.startswith("MY")}
 
 
 def test_forwarded_never_carries_the_drivers_own_gpu_addresses():
-    from sparkdl.training.backends.environment import forwarded
+    from sparkneural.training.backends.environment import forwarded
 
-    driver = {"SPARKDL_GPU_ADDRESSES": "0", "SPARKDL_X": "1"}
-    assert forwarded(driver, ["SPARKDL_GPU_ADDRESSES"]) == {"SPARKDL_X": "1"}
+    driver = {"SPARKNEURAL_GPU_ADDRESSES": "0", "SPARKNEURAL_X": "1"}
+    assert forwarded(driver, ["SPARKNEURAL_GPU_ADDRESSES"]) == {"SPARKNEURAL_X": "1"}
 
 
 @pytest.mark.parametrize("value", ["MY_SETTING,bad-name", "*", "MY*SETTING", "1ST"])
 def test_a_rank_env_entry_that_is_not_a_variable_name_is_refused_naming_the_conf(value):
-    from sparkdl.training.backends.environment import parse_names
+    from sparkneural.training.backends.environment import parse_names
 
     bad = value.split(",")[-1]
-    with pytest.raises(ValueError, match=rf"spark\.sparkdl\.rankEnv: expected environment variable names.*found {re.escape(repr(bad))}"):
+    with pytest.raises(ValueError, match=rf"spark\.sparkneural\.rankEnv: expected environment variable names.*found {re.escape(repr(bad))}"):
         parse_names(value)
     assert parse_names(" MY_SETTING , MYAPP_* ,") == ("MY_SETTING", "MYAPP_*")
 
 
 def test_rank_env_reads_the_names_from_the_spark_conf(spark, monkeypatch):
-    from sparkdl.training.backends.environment import rank_env
+    from sparkneural.training.backends.environment import rank_env
 
     monkeypatch.setenv("MY_SETTING", "x")
     monkeypatch.setenv("MYAPP_LEVEL", "debug")
@@ -75,7 +75,7 @@ def test_rank_env_reads_the_names_from_the_spark_conf(spark, monkeypatch):
 
 
 def test_a_malformed_rank_env_conf_fails_the_fit_before_any_data_is_written(spark, digits_df, monkeypatch):
-    from sparkdl.estimators import base
+    from sparkneural.estimators import base
 
     def no_cluster_work(*args, **kwargs):
         raise AssertionError("the training data was materialised before the conf was checked")
@@ -83,7 +83,7 @@ def test_a_malformed_rank_env_conf_fails_the_fit_before_any_data_is_written(spar
     monkeypatch.setattr(base, "materialize", no_cluster_work)
     spark.conf.set(RANK_ENV_CONF, "MY_SETTING,bad-name")
     try:
-        with pytest.raises(ValueError, match=r"spark\.sparkdl\.rankEnv: .*found 'bad-name'"):
+        with pytest.raises(ValueError, match=r"spark\.sparkneural\.rankEnv: .*found 'bad-name'"):
             TorchEstimator(inputShape=[64], numProc=2, backend="torch_distributor", epochs=1, verbose=0).fit(digits_df)
     finally:
         spark.conf.unset(RANK_ENV_CONF)
@@ -106,7 +106,7 @@ def test_a_rank_sees_its_executors_environment_and_only_the_allow_listed_driver_
     saved = {k: os.environ.get(k) for k in PROBED}
     try:
         # Set after the Spark session started: its Python workers were forked with the environment
-        # the JVM got at its start, so only what sparkdl forwards can reach a rank.
+        # the JVM got at its start, so only what sparkneural forwards can reach a rank.
         os.environ.update(DRIVER_ONLY)
         os.environ.update(FORWARDED)
         os.environ["PATH"] = "/driver-only/bin:" + os.environ["PATH"]

@@ -19,14 +19,14 @@ import time
 
 import pytest
 
-from sparkdl.training import reports
-from sparkdl.training.reports import MAX_LINE, ReportAddress, Reporter, ReportServer, format_epoch
+from sparkneural.training import reports
+from sparkneural.training.reports import MAX_LINE, ReportAddress, Reporter, ReportServer, format_epoch
 
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 
 RECORD = {"epoch": 1, "loss": 0.5, "seconds": 1.0}
 EPOCH_LINE = format_epoch(RECORD, 1)  # "epoch 1/1  loss 0.5000  1.0s"
-PORT_CONF = "spark.sparkdl.reportPort"
+PORT_CONF = "spark.sparkneural.reportPort"
 FLOOD = 1500
 # Opens argv[3] idle connections to (argv[1], argv[2]), in batches the listen backlog holds, each taken in by the
 # server (its challenge, or its close, arrived) before the next, as a flood that outpaces the server would (at most
@@ -140,7 +140,7 @@ def _local(address):
             return False
 
 
-def test_spark_sparkdl_reportPort_fixes_the_port(spark):
+def test_spark_sparkneural_reportPort_fixes_the_port(spark):
     with socket.socket() as probe:  # a port free a moment ago
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -162,7 +162,7 @@ def test_a_bad_reportPort_fails_naming_the_conf(spark, value):
     assert reports.report_port(" 8123 ") == 8123
     spark.conf.set(PORT_CONF, value)
     try:
-        with pytest.raises(ValueError, match=rf"spark\.sparkdl\.reportPort must be a TCP port number from 0 to 65535 .*got '{re.escape(value)}'"):
+        with pytest.raises(ValueError, match=rf"spark\.sparkneural\.reportPort must be a TCP port number from 0 to 65535 .*got '{re.escape(value)}'"):
             ReportServer.on_driver("127.0.0.1", 0, num_proc=2)
     finally:
         spark.conf.unset(PORT_CONF)
@@ -234,14 +234,14 @@ SERVER_AT_1024 = """
 import json, logging, os, resource, sys, threading, time
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
-from sparkdl.training.reports import ReportServer
+from sparkneural.training.reports import ReportServer
 
 warnings, warned = [], threading.Event()
 class Seen(logging.Handler):
     def emit(self, record):
         warnings.append(record.getMessage())
         warned.set()
-logging.getLogger("sparkdl.training.reports").addHandler(Seen())
+logging.getLogger("sparkneural.training.reports").addHandler(Seen())
 server = ReportServer("127.0.0.1", verbose=1)
 print(server.port, server.secret, flush=True)
 if sys.argv[1:] == ["fill"]:  # take every descriptor left, until the server failed to accept and a few tries more
@@ -258,7 +258,7 @@ if sys.argv[1:] == ["fill"]:  # take every descriptor left, until the server fai
         os.close(fd)
 sys.stdin.readline()  # the parent's rank reported: wait until the server read all of it
 server.ranks_of(0, expected=1, settle_s=15)
-accepting = any(t.name == "sparkdl-reports" and t.is_alive() for t in threading.enumerate())
+accepting = any(t.name == "sparkneural-reports" and t.is_alive() for t in threading.enumerate())
 print(json.dumps({"accepting": accepting, "warnings": warnings}), flush=True)
 """
 
@@ -309,7 +309,7 @@ FIT_UNDER_FLOOD = """
 import json, os, resource, subprocess, sys, time
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
-from sparkdl.training import reports
+from sparkneural.training import reports
 
 flood, servers = {}, []
 FLOODER, COUNT = sys.argv[1], int(sys.argv[2])
@@ -322,10 +322,10 @@ def serve_under_flood(self, *args, **kwargs):
     flood["connect"] = json.loads(flood["process"].stdout.readline())
 reports.ReportServer.__init__ = serve_under_flood
 
-from sparkdl.datasets import digits
-from sparkdl.estimators import MLPClassifier
-from sparkdl.session import get_spark
-spark = get_spark("flood", master="local[2]", conf={"spark.ui.enabled": "false", "spark.sparkdl.dataDir": sys.argv[3]})
+from sparkneural.datasets import digits
+from sparkneural.estimators import MLPClassifier
+from sparkneural.session import get_spark
+spark = get_spark("flood", master="local[2]", conf={"spark.ui.enabled": "false", "spark.sparkneural.dataDir": sys.argv[3]})
 spark.sparkContext.setLogLevel("ERROR")
 data = digits(spark).selectExpr("transform(features, v -> v / 16.0) AS features", "label")
 started = time.monotonic()

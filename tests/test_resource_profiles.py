@@ -16,8 +16,8 @@ import sys
 import pyspark
 import pytest
 
-from sparkdl import cluster
-from sparkdl.estimators import MLPClassifier
+from sparkneural import cluster
+from sparkneural.estimators import MLPClassifier
 from test_bad_input import no_spark_job
 
 PARAMS = ("trainingResources", "inferenceResources")
@@ -91,8 +91,8 @@ def test_a_fit_refuses_a_training_profile_it_cannot_run_before_any_job(spark, di
 
 
 def test_the_ranks_torch_threads_are_the_cpus_the_training_profile_asks():
-    from sparkdl.estimators.base import FitPlan
-    from sparkdl.training.tasks import get_task
+    from sparkneural.estimators.base import FitPlan
+    from sparkneural.training.tasks import get_task
 
     plan = FitPlan(None, get_task("classification"), (4,), 2, 2, "mlp", {"hiddenLayers": [3]})
     estimator = MLPClassifier(numProc=2, backend="torch_distributor")
@@ -149,7 +149,7 @@ CONNECT_CLIENT = """
 import json, sys
 import pyarrow as pa
 from pyspark.sql import SparkSession
-from sparkdl import cluster
+from sparkneural import cluster
 
 spark = SparkSession.builder.remote("local-cluster[1,2,1024]").config("spark.ui.enabled", "false").getOrCreate()
 

@@ -19,17 +19,17 @@ import torch.nn as nn
 from horovod.common.exceptions import HorovodInternalError, HostsUpdatedInterrupt
 
 from injected_faults import kill_at, reset_connection_at
-from sparkdl.estimators import MLPClassifier
-from sparkdl.training.collective import CollectiveError, TorchDistributedCollective, collective_call
-from sparkdl.training.reports import is_collective_error
-from sparkdl.training.restarts import RanksLost
+from sparkneural.estimators import MLPClassifier
+from sparkneural.training.collective import CollectiveError, TorchDistributedCollective, collective_call
+from sparkneural.training.reports import is_collective_error
+from sparkneural.training.restarts import RanksLost
 
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 
 FIT = dict(hiddenLayers=[16], epochs=5, numProc=2, seed=3)
-RESTART_LINE = re.compile(r"^sparkdl: rank \d .* restart \d of \d", re.MULTILINE)
+RESTART_LINE = re.compile(r"^sparkneural: rank \d .* restart \d of \d", re.MULTILINE)
 # What pyarrow's S3 file system raises when the connection breaks while it reads a Parquet part.
-S3_RESET = OSError("When reading information for key 'data/sparkdl-0/train/part-0.parquet' in bucket 'b': AWS Error "
+S3_RESET = OSError("When reading information for key 'data/sparkneural-0/train/part-0.parquet' in bucket 'b': AWS Error "
                    "NETWORK_CONNECTION during HeadObject operation: curlCode: 56, Failure when receiving data from the peer; "
                    "Connection reset by peer")
 GLOO_CLOSED = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:1")

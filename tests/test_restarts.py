@@ -18,17 +18,17 @@ import pytest
 import torch
 
 from injected_faults import fail_at, kill_at
-from sparkdl.estimators import MLPClassifier, TorchModel
-from sparkdl.training.collective import CollectiveError
-from sparkdl.training.loop import load_checkpoint
-from sparkdl.training.reports import RankReport, ReportAddress, Reporter, ReportServer, format_epoch, is_collective_error
-from sparkdl.training.restarts import RanksLost, _signal_of, _wait_for_slots, lost_ranks, training_error
+from sparkneural.estimators import MLPClassifier, TorchModel
+from sparkneural.training.collective import CollectiveError
+from sparkneural.training.loop import load_checkpoint
+from sparkneural.training.reports import RankReport, ReportAddress, Reporter, ReportServer, format_epoch, is_collective_error
+from sparkneural.training.restarts import RanksLost, _signal_of, _wait_for_slots, lost_ranks, training_error
 
 # Every failure these tests cause is told by one error or restart line: no thread may die with a stack trace.
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 
 FIT = dict(hiddenLayers=[16], epochs=5, numProc=2, seed=3)
-RESTART_LINE = re.compile(r"sparkdl: rank (\d) on the driver \([^)]+\) was lost: its process \(pid \d+\) ended without a result "
+RESTART_LINE = re.compile(r"sparkneural: rank (\d) on the driver \([^)]+\) was lost: its process \(pid \d+\) ended without a result "
                           r"or an error; restart (\d) of (\d): waiting for 2 task slots, then the ranks (resume after epoch \d|start again from epoch 1)")
 
 
@@ -150,7 +150,7 @@ def test_a_failure_the_driver_cannot_account_for_is_not_a_lost_rank():
 
 
 def test_a_restart_that_gets_no_slots_within_restartTimeout_fails_saying_so(monkeypatch):
-    from sparkdl import spark_internals
+    from sparkneural import spark_internals
 
     monkeypatch.setattr(spark_internals, "task_slots", lambda context: 1)
     began = time.monotonic()
@@ -163,7 +163,7 @@ def test_a_restart_that_gets_no_slots_within_restartTimeout_fails_saying_so(monk
 
 
 def test_checkpoints_are_written_and_read_on_paths_with_any_characters(tmp_path):
-    from sparkdl.training.loop import _save_checkpoint
+    from sparkneural.training.loop import _save_checkpoint
 
     directory = str(tmp_path / "a dir with %20 and #")
     _save_checkpoint(directory, {"epoch": 4, "run": "r"})
@@ -206,7 +206,7 @@ def test_a_lost_rank_is_started_again_and_the_fit_ends_as_if_uninterrupted(small
     assert [h["epoch"] for h in restarted.history] == [1, 2, 3, 4, 5] and restarted.epochsRun == [1, 2, 3, 4, 5]
     for epoch in range(1, 6):  # each epoch line once, printed by the driver
         assert sum(line.startswith(f"epoch {epoch}/5  loss") for line in printed) == 1, printed
-    (line,) = [line for line in printed if line.startswith("sparkdl: rank")]
+    (line,) = [line for line in printed if line.startswith("sparkneural: rank")]
     assert RESTART_LINE.fullmatch(line).groups() == ("1", "1", "2", "resume after epoch 2")
     (restart,) = restarted.restarts
     assert restart["restart"] == 1 and restart["resumedAfterEpoch"] == 2

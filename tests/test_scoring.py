@@ -1,4 +1,4 @@
-"""Scoring Arrow batches (``sparkdl.estimators.scoring``): results, order, overlap of the stages, chunk sizes."""
+"""Scoring Arrow batches (``sparkneural.estimators.scoring``): results, order, overlap of the stages, chunk sizes."""
 
 import threading
 
@@ -7,9 +7,9 @@ import pyarrow as pa
 import pytest
 import torch
 
-from sparkdl.data import arrow
-from sparkdl.estimators import inference, scoring
-from sparkdl.training.tasks import get_task
+from sparkneural.data import arrow
+from sparkneural.estimators import inference, scoring
+from sparkneural.training.tasks import get_task
 
 ARCHITECTURE = {"architecture": "mlp", "architectureParams": {"hiddenLayers": [16]}, "inputShape": [6], "outputSize": 3}
 CLASSIFIER_OUTPUTS = [("raw", arrow.dense_vectors), ("probability", arrow.dense_vectors), ("prediction", arrow.doubles)]

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from sparkdl.datasets_seq2seq import DIGITS, END_ID, as_dataframe, reverse_digits
-from sparkdl.estimators import Seq2Seq, Seq2SeqModel, TorchEstimator
-import sparkdl.estimators.base as base
+from sparkneural.datasets_seq2seq import DIGITS, END_ID, as_dataframe, reverse_digits
+from sparkneural.estimators import Seq2Seq, Seq2SeqModel, TorchEstimator
+import sparkneural.estimators.base as base
 
 # 10 epochs: the attention model is past 0.95 from epoch 6 on, for every seed tried, so the
 # bar below holds for the spread of float trajectories between CPUs.
@@ -70,7 +70,7 @@ def test_beam_of_width_one_equals_greedy(models, data):
 def test_beam_of_width_four_is_never_worse_in_model_score(models, data):
     import torch
 
-    from sparkdl.nn.seq2seq import flat_input
+    from sparkneural.nn.seq2seq import flat_input
 
     model, _ = models
     _, test = data
@@ -96,7 +96,7 @@ def test_padding_in_the_batch_does_not_change_a_rows_output(models, spark):
 
 
 def test_attention_column_gives_a_distribution_over_the_source_per_output_step(models, data, tmp_path):
-    from sparkdl import plots
+    from sparkneural import plots
 
     model, _ = models
     _, test = data

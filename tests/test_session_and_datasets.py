@@ -2,7 +2,7 @@ import numpy as np
 from pyspark.sql import types as T
 from sklearn.datasets import load_digits
 
-from sparkdl.session import get_spark
+from sparkneural.session import get_spark
 
 
 def test_get_spark_returns_the_active_session_configured_for_arrow(spark):

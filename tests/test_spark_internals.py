@@ -1,4 +1,4 @@
-"""``sparkdl.spark_internals`` against a real local[2] SparkContext, and where what it reads is not there.
+"""``sparkneural.spark_internals`` against a real local[2] SparkContext, and where what it reads is not there.
 
 On local[2] the values are known: two task slots, one executor ("driver")
 that is active, a local master, and Python workers that run under the
@@ -18,7 +18,7 @@ import pytest
 from py4j.protocol import Py4JJavaError
 from pyspark import SparkContext
 
-from sparkdl import spark_internals
+from sparkneural import spark_internals
 
 pytestmark = pytest.mark.stacks  # also run on the second Spark line (.ci/run)
 
@@ -101,7 +101,7 @@ def test_executor_identity_on_kubernetes_comes_from_the_environment(monkeypatch)
 
 def _identity_below(*parent_args: str) -> str:
     """``executor_identity()`` in a child of a Python process started with ``parent_args`` after its code."""
-    child = "from sparkdl.spark_internals import executor_identity; print(executor_identity())"
+    child = "from sparkneural.spark_internals import executor_identity; print(executor_identity())"
     parent = f"import subprocess, sys; sys.exit(subprocess.call([sys.executable, '-c', {child!r}]))"
     env = {k: v for k, v in os.environ.items() if k not in ("SPARK_EXECUTOR_ID", "SPARK_EXECUTOR_POD_IP")}
     done = subprocess.run([sys.executable, "-c", parent, *parent_args], capture_output=True, text=True, env=env, timeout=120)

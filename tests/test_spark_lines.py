@@ -13,10 +13,10 @@ import pytest
 from pyspark.ml import PipelineModel
 from pyspark.ml.linalg import Vectors
 
-from sparkdl.data import materialize, read_shard
-from sparkdl.data.materialize import petastorm_error
-from sparkdl.estimators import MLPClassifier, TorchEstimator, TorchModel
-from sparkdl.training import backends
+from sparkneural.data import materialize, read_shard
+from sparkneural.data.materialize import petastorm_error
+from sparkneural.estimators import MLPClassifier, TorchEstimator, TorchModel
+from sparkneural.training import backends
 
 pytestmark = pytest.mark.stacks
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
@@ -34,8 +34,8 @@ def test_materialise_writes_under_data_dir_and_deletes_only_what_it_wrote(spark,
     with pytest.raises(RuntimeError, match="boom"):
         with materialize(_frame(spark), "features", "label", "isVal", data_dir=str(tmp_path)) as data:
             written = {p for p in os.listdir(tmp_path) if p != "keep.txt"}
-            assert len(written) == 1 and written.pop().startswith("sparkdl-")
-            assert data.rows == 57 and all(u.startswith(f"file://{tmp_path}/sparkdl-") for u in data.file_urls)
+            assert len(written) == 1 and written.pop().startswith("sparkneural-")
+            assert data.rows == 57 and all(u.startswith(f"file://{tmp_path}/sparkneural-") for u in data.file_urls)
             raise RuntimeError("boom")
     assert os.listdir(tmp_path) == ["keep.txt"] and mine.read_text() == "the user's own file"
 
@@ -64,7 +64,7 @@ def test_petastorm_reader_yields_the_rows_of_the_default_reader(spark, tmp_path)
 def test_asking_for_petastorm_where_it_cannot_load_names_the_installed_pyarrow(spark, monkeypatch):
     import pyarrow
 
-    from sparkdl.estimators import base
+    from sparkneural.estimators import base
 
     monkeypatch.setattr(base, "petastorm_error", lambda: "ModuleNotFoundError: No module named 'pyarrow.filesystem'")
     monkeypatch.setattr(TorchEstimator, "_materialize", lambda *a: pytest.fail("training started"))
@@ -77,13 +77,13 @@ def test_auto_backend_is_horovod_when_it_imports_else_torch_distributor(monkeypa
     assert "backend auto -> horovod" in capsys.readouterr().out
     monkeypatch.setattr(backends, "horovod_error", lambda: "ImportError: no horovod")
     assert backends.resolve("auto", verbose=1) == "torch_distributor"
-    assert capsys.readouterr().out.strip() == "sparkdl: backend auto -> torch_distributor (horovod.torch does not import)"
+    assert capsys.readouterr().out.strip() == "sparkneural: backend auto -> torch_distributor (horovod.torch does not import)"
     assert isinstance(backends.get_backend("auto", 2, verbose=0), backends.TorchDistributorBackend)
     assert MLPClassifier().getBackend() == "auto"
 
 
 def test_horovod_without_horovod_names_the_build_command(spark, monkeypatch):
-    from sparkdl.estimators import base
+    from sparkneural.estimators import base
 
     monkeypatch.setattr(base, "horovod_error", lambda: "ImportError: no horovod")
     monkeypatch.setattr(TorchEstimator, "_materialize", lambda *a: pytest.fail("training started"))

@@ -15,10 +15,10 @@ from pyspark.ml import Estimator, Model
 from pyspark.ml.evaluation import BinaryClassificationEvaluator, MulticlassClassificationEvaluator
 from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 
-import sparkdl.estimators as estimators
-from sparkdl.estimators import MLPClassifier, TCNRegressor, TorchEstimator
-from sparkdl.estimators.params import declarations
-from sparkdl.training.spec import TRAINING, TrainSpec
+import sparkneural.estimators as estimators
+from sparkneural.estimators import MLPClassifier, TCNRegressor, TorchEstimator
+from sparkneural.estimators.params import declarations
+from sparkneural.training.spec import TRAINING, TrainSpec
 
 QUIET = dict(verbose=0, backend="local")
 STAGES = [getattr(estimators, name) for name in estimators.__all__ if isinstance(getattr(estimators, name), type)]
@@ -165,7 +165,7 @@ def test_tcn_regressor_predicts_a_noisy_sine_at_least_twice_as_well_as_the_last_
 def test_rnn_regressor_with_one_value_per_step_writes_an_array_per_row_equal_to_the_network(spark, one_torch_thread):
     import torch
 
-    from sparkdl.estimators import RNNRegressor
+    from sparkneural.estimators import RNNRegressor
 
     rows = [([float(i + t) / 10 for t in range(5)], [float(i + t + 1) / 10 for t in range(5)]) for i in range(24)]
     df = spark.createDataFrame(rows, "features array<double>, label array<double>")

@@ -1,4 +1,4 @@
-"""sparkdl against a real standalone Spark cluster on 127.0.0.1: a master and one 2-core worker, or two 1-core workers."""
+"""sparkneural against a real standalone Spark cluster on 127.0.0.1: a master and one 2-core worker, or two 1-core workers."""
 
 import json
 import os
@@ -109,9 +109,9 @@ def test_an_executor_killed_mid_fit_is_replaced_and_the_fit_finishes_as_if_unint
     # every epoch line reaches spark-submit's output, from whichever executor rank 0 ran on
     for epoch in range(1, epochs + 1):
         assert any(line.startswith(f"epoch {epoch}/{epochs}  loss") for line in after), f"epoch {epoch} missing:\n{output[-4000:]}"
-    restart_lines = [line for line in after if line.startswith("sparkdl: rank")]
+    restart_lines = [line for line in after if line.startswith("sparkneural: rank")]
     assert len(restart_lines) == 1, output[-4000:]
-    match = re.match(r"sparkdl: rank [01] on executor \d+ \(127\.0\.0\.1\) was lost: Spark removed executor \d+: "
+    match = re.match(r"sparkneural: rank [01] on executor \d+ \(127\.0\.0\.1\) was lost: Spark removed executor \d+: "
                      r"Command exited with code 137 \(signal 9, SIGKILL\); restart 1 of 2: waiting for 2 task slots, "
                      r"then the ranks resume after epoch (\d+)$", restart_lines[0])
     assert match, restart_lines[0]
@@ -132,5 +132,5 @@ def test_with_maxRestarts_0_a_killed_executor_fails_the_fit_naming_the_lost_rank
     _, after, figures, killed_at = _submit_and_kill(*two_workers, tmp_path, epochs=30, max_restarts=0)
     assert re.fullmatch(r"training failed: rank [01] on executor \d+ \(127\.0\.0\.1\) was lost: Spark removed executor \d+: "
                         r"Command exited with code 137 \(signal 9, SIGKILL\); restarts are off \(maxRestarts=0\)", figures["error"])
-    assert not any(line.startswith("sparkdl: rank") for line in after) and not any(line.startswith("epoch 30/") for line in after)
+    assert not any(line.startswith("sparkneural: rank") for line in after) and not any(line.startswith("epoch 30/") for line in after)
     assert figures["failedAt"] - killed_at < 30, figures  # the error comes in bounded time, not after a network timeout

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from injected_faults import fail_at
-from sparkdl.data import materialize, open_shard
-from sparkdl.data.filesystems import normalize
-from sparkdl.data.shards import InMemoryShard, Prefetched, StreamingShard, plan_shard
-from sparkdl.estimators import MLPClassifier
-from sparkdl.training.tasks import get_task
+from sparkneural.data import materialize, open_shard
+from sparkneural.data.filesystems import normalize
+from sparkneural.data.shards import InMemoryShard, Prefetched, StreamingShard, plan_shard
+from sparkneural.estimators import MLPClassifier
+from sparkneural.training.tasks import get_task
 
 pytestmark = pytest.mark.stacks
 
@@ -48,7 +48,7 @@ def _order(batches) -> list[float]:
 def test_the_write_summary_counts_every_row_and_every_validation_row(written):
     import pyarrow.compute as pc
 
-    from sparkdl.data.materialize import open_parquet
+    from sparkneural.data.materialize import open_parquet
 
     assert written.rows == 1000 and written.validation_rows == 200
     assert len(written.files) == 3 and all(len(f.groupRows) > 3 for f in written.files)
@@ -160,7 +160,7 @@ def test_streamed_fit_learns_like_the_in_memory_fit_and_resumes_exactly(spark, d
     ("/data/x", "file:///data/x"),
     ("s3a://bucket/dir", "s3://bucket/dir"),
     ("s3://bucket/dir?endpoint_override=h:1", "s3://bucket/dir?endpoint_override=h:1"),
-    ("dbfs:/tmp/sparkdl", "file:///dbfs/tmp/sparkdl"),
+    ("dbfs:/tmp/sparkneural", "file:///dbfs/tmp/sparkneural"),
     ("hdfs://namenode:8020/x", "hdfs://namenode:8020/x"),
 ])
 def test_data_dir_forms_become_pyarrow_uris(given, expected):
@@ -168,7 +168,7 @@ def test_data_dir_forms_become_pyarrow_uris(given, expected):
 
 
 def test_a_data_dir_pyarrow_cannot_open_is_refused_before_any_job(spark, monkeypatch):
-    from sparkdl.estimators import TorchEstimator
+    from sparkneural.estimators import TorchEstimator
 
     monkeypatch.setattr(TorchEstimator, "_materialize", lambda *a: pytest.fail("data written"))
     with pytest.raises(ValueError, match=r"dataDir: expected a path or a URL that pyarrow opens .* found 'nosuch://x/y'"):
@@ -201,11 +201,11 @@ def s3_dir(spark):
                 env.setenv(name, value)
                 env.setitem(workers, name, value)
             options = f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1&allow_bucket_creation=true"
-            url = f"s3://sparkdl-test/fits?{options}"
+            url = f"s3://sparkneural-test/fits?{options}"
             fs, _ = pafs.FileSystem.from_uri(url)
-            fs.create_dir("sparkdl-test")
-            fs.create_dir("sparkdl-test/fits/keep")
-            with fs.open_output_stream("sparkdl-test/fits/keep/mine.txt") as out:
+            fs.create_dir("sparkneural-test")
+            fs.create_dir("sparkneural-test/fits/keep")
+            with fs.open_output_stream("sparkneural-test/fits/keep/mine.txt") as out:
                 out.write(b"the user's own object")
             yield url, fs
     finally:
@@ -215,7 +215,7 @@ def s3_dir(spark):
 def _objects(fs) -> list[str]:
     import pyarrow.fs as pafs
 
-    return sorted(i.path for i in fs.get_file_info(pafs.FileSelector("sparkdl-test", recursive=True)) if i.is_file)
+    return sorted(i.path for i in fs.get_file_info(pafs.FileSelector("sparkneural-test", recursive=True)) if i.is_file)
 
 
 def test_a_fit_with_data_on_s3_gives_the_weights_of_the_same_fit_on_a_local_directory(spark, digits_df, s3_dir, tmp_path):
@@ -226,7 +226,7 @@ def test_a_fit_with_data_on_s3_gives_the_weights_of_the_same_fit_on_a_local_dire
     local = MLPClassifier(dataDir=str(tmp_path), **params).fit(train)
     for name, value in local.weights.items():
         np.testing.assert_array_equal(value, on_s3.weights[name])
-    assert _objects(fs) == ["sparkdl-test/fits/keep/mine.txt"]  # sparkdl deleted what it wrote, only that
+    assert _objects(fs) == ["sparkneural-test/fits/keep/mine.txt"]  # sparkneural deleted what it wrote, only that
 
 
 def test_data_written_to_s3_is_deleted_after_a_failed_fit(spark, s3_dir):
@@ -235,4 +235,4 @@ def test_data_written_to_s3_is_deleted_after_a_failed_fit(spark, s3_dir):
     failing._test_hooks = [fail_at(1)]
     with pytest.raises(RuntimeError, match="injected failure"):
         failing.fit(_frame(spark, 50))
-    assert _objects(fs) == ["sparkdl-test/fits/keep/mine.txt"]
+    assert _objects(fs) == ["sparkneural-test/fits/keep/mine.txt"]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from sparkdl.estimators import Autoencoder, MLPClassifier, TorchModel
-from sparkdl.training.transfer import match_weights
+from sparkneural.estimators import Autoencoder, MLPClassifier, TorchModel
+from sparkneural.training.transfer import match_weights
 
 FIRST = "features.1.body.0.weight"
 
@@ -98,7 +98,7 @@ def test_transfer_params_are_checked_before_training(scaled, source_model, tmp_p
         MLPClassifier(hiddenLayers=[32], backend="local", freeze=["encoder."]).fit(scaled)
     with pytest.raises(ValueError, match=r"initFrom: no saved tensor fits the network"):
         MLPClassifier(hiddenLayers=[7], backend="local", initFrom=path, initFromMatch="order").fit(scaled)
-    with pytest.raises(ValueError, match=r"initFrom: path '.*missing': expected a saved sparkdl stage"):
+    with pytest.raises(ValueError, match=r"initFrom: path '.*missing': expected a saved sparkneural stage"):
         MLPClassifier(backend="local", initFrom=str(tmp_path / "missing")).fit(scaled)
     MLPClassifier(hiddenLayers=[32]).write().save(str(tmp_path / "estimator"))
     with pytest.raises(ValueError, match=r"initFrom: path .* holds a MLPClassifier without weights; expected a fitted model"):

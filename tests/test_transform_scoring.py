@@ -7,14 +7,14 @@ import pyspark
 import pytest
 import torch
 
-from sparkdl.estimators import TorchModel
+from sparkneural.estimators import TorchModel
 
 ARROW_UDF = tuple(map(int, pyspark.__version__.split(".")[:2])) >= (4, 1)
 
 
 def _model(hidden: list[int], task: str = "classification") -> TorchModel:
     torch.manual_seed(0)
-    from sparkdl.nn import build
+    from sparkneural.nn import build
 
     net = build("mlp", inputShape=[5], outputSize=3, hiddenLayers=hidden)
     model = TorchModel()
@@ -61,11 +61,11 @@ def test_the_automatic_chunk_size_follows_the_widest_activation_and_is_logged_at
     _, df = _frame(spark)
     model = _model([2048])  # 2048 float32 per row: 2 MiB / 8 KiB = 256 rows per chunk
     assert model.getInferenceBatchSize() is None
-    with caplog.at_level(logging.DEBUG, logger="sparkdl.estimators.model"):
+    with caplog.at_level(logging.DEBUG, logger="sparkneural.estimators.model"):
         model.transform(df)
     assert "inferenceBatchSize automatic: 256 rows per chunk on a CPU (largest activation 8192 bytes per row" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.DEBUG, logger="sparkdl.estimators.model"):
+    with caplog.at_level(logging.DEBUG, logger="sparkneural.estimators.model"):
         assert model.setInferenceBatchSize(3).transform(df).count() == 40
     assert "automatic" not in caplog.text
 

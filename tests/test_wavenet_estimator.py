@@ -7,10 +7,10 @@ import pytest
 import torch
 from pyspark.sql import functions as F
 
-from sparkdl.data import read_wav
-from sparkdl.estimators import WaveNet, WaveNetModel
-from sparkdl.estimators.wavenet import mulaw_decode, mulaw_encode
-from sparkdl.preprocessing import MuLawEncoder, SequenceWindower
+from sparkneural.data import read_wav
+from sparkneural.estimators import WaveNet, WaveNetModel
+from sparkneural.estimators.wavenet import mulaw_decode, mulaw_encode
+from sparkneural.preprocessing import MuLawEncoder, SequenceWindower
 
 WINDOW = 512
 

@@ -6,7 +6,7 @@ import pytest
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.sql import types as T
 
-from sparkdl.preprocessing import SequenceWindower
+from sparkneural.preprocessing import SequenceWindower
 
 pytestmark = pytest.mark.stacks  # also run on the second Spark line (.ci/run)
 

@@ -5,11 +5,11 @@ import sys
 
 from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 
-from sparkdl.datasets import digits
-from sparkdl.estimators import MLPClassifier
-from sparkdl.session import get_spark
+from sparkneural.datasets import digits
+from sparkneural.estimators import MLPClassifier
+from sparkneural.session import get_spark
 
-spark = get_spark("sparkdl-cluster-test", master=sys.argv[1], conf={
+spark = get_spark("sparkneural-cluster-test", master=sys.argv[1], conf={
     "spark.ui.enabled": "false",
     "spark.pyspark.python": sys.executable,
     "spark.executor.memory": "2g",

@@ -16,13 +16,13 @@ import time
 
 from pyspark import TaskContext
 
-from sparkdl.datasets import digits
-from sparkdl.estimators import MLPClassifier, TorchModel
-from sparkdl.session import get_spark
+from sparkneural.datasets import digits
+from sparkneural.estimators import MLPClassifier, TorchModel
+from sparkneural.session import get_spark
 
 master, backend, work = sys.argv[1:4]
 started = time.time()
-spark = get_spark("sparkdl-gpu-scheduling-test", master=master, conf={
+spark = get_spark("sparkneural-gpu-scheduling-test", master=master, conf={
     "spark.ui.enabled": "false",
     "spark.pyspark.python": sys.executable,
     "spark.executor.memory": "2g",
@@ -32,7 +32,7 @@ spark = get_spark("sparkdl-gpu-scheduling-test", master=master, conf={
     "spark.task.resource.gpu.amount": "1",
     # a barrier stage submitted before the executor registers is retried after this (default 15 s)
     "spark.scheduler.barrier.maxConcurrentTasksCheck.interval": "1s",
-    "spark.sparkdl.dataDir": "file://" + os.path.join(work, "data"),
+    "spark.sparkneural.dataDir": "file://" + os.path.join(work, "data"),
 })
 spark.sparkContext.setLogLevel("ERROR")
 seconds = {"session": time.time() - started}
@@ -43,7 +43,7 @@ def _task_gpus(_):
     yield list(resources["gpu"].addresses) if "gpu" in resources else None
 
 
-# What Spark itself hands two concurrent tasks: a check of the cluster, independent of sparkdl.
+# What Spark itself hands two concurrent tasks: a check of the cluster, independent of sparkneural.
 sparkGpus = spark.sparkContext.parallelize(range(2), 2).barrier().mapPartitions(_task_gpus).collect()
 seconds["sparkGpus"] = time.time() - started - sum(seconds.values())
 

@@ -22,13 +22,13 @@ import traceback
 import torch
 from pyspark.sql import functions as F
 
-from sparkdl.datasets import digits
-from sparkdl.estimators import MLPClassifier
-from sparkdl.session import get_spark
+from sparkneural.datasets import digits
+from sparkneural.estimators import MLPClassifier
+from sparkneural.session import get_spark
 
 master, work = sys.argv[1:3]
 started = time.time()
-spark = get_spark("sparkdl-resource-profiles-test", master=master, conf={
+spark = get_spark("sparkneural-resource-profiles-test", master=master, conf={
     "spark.ui.enabled": "false",
     "spark.pyspark.python": sys.executable,
     "spark.executor.memory": "2g",
@@ -37,7 +37,7 @@ spark = get_spark("sparkdl-resource-profiles-test", master=master, conf={
     "spark.executor.resource.gpu.amount": "2",  # and no spark.task.resource.gpu.amount
     # a barrier stage submitted before the executor registers is retried after this (default 15 s)
     "spark.scheduler.barrier.maxConcurrentTasksCheck.interval": "1s",
-    "spark.sparkdl.dataDir": "file://" + os.path.join(work, "data"),
+    "spark.sparkneural.dataDir": "file://" + os.path.join(work, "data"),
 })
 spark.sparkContext.setLogLevel("ERROR")
 seconds = {"session": time.time() - started}

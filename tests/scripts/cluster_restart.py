@@ -11,9 +11,9 @@ import time
 
 from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 
-from sparkdl.datasets import digits
-from sparkdl.estimators import MLPClassifier
-from sparkdl.session import get_spark
+from sparkneural.datasets import digits
+from sparkneural.estimators import MLPClassifier
+from sparkneural.session import get_spark
 
 
 def different_weights(expected, actual):
@@ -24,7 +24,7 @@ def different_weights(expected, actual):
 
 
 backend, epochs, checkpoints, max_restarts = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-spark = get_spark("sparkdl-restart-test")
+spark = get_spark("sparkneural-restart-test")
 spark.sparkContext.setLogLevel("ERROR")
 data = digits(spark).selectExpr("transform(features, v -> v / 16.0) AS features", "label")
 train, test = (part.cache() for part in data.randomSplit([0.8, 0.2], seed=1))

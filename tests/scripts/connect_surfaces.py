@@ -1,7 +1,7 @@
 """What a user touches, from a Spark Connect client (SPARK_REMOTE); prints one JSON object last.
 
 argv[1] is a scratch directory. Gathers, in one client process: get_spark
-and the settings the server refused, digits and its split, ``sparkdl run
+and the settings the server refused, digits and its split, ``sparkneural run
 digits_mlp --remote``, a Pipeline fitted, saved twice with overwrite, loaded
 and scored, a CrossValidator, read_wav with an empty file; then the sockets
 this process listens on and the processes it started.
@@ -25,18 +25,18 @@ from pyspark.ml.feature import StandardScaler  # noqa: E402
 from pyspark.ml.tuning import CrossValidator, CrossValidatorModel, ParamGridBuilder  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from sparkdl import cli  # noqa: E402
-from sparkdl import session  # noqa: E402
-from sparkdl.data.audio import read_wav, write_wav  # noqa: E402
-from sparkdl.datasets import digits, digits_split  # noqa: E402
-from sparkdl.estimators import MLPClassifier  # noqa: E402
+from sparkneural import cli  # noqa: E402
+from sparkneural import session  # noqa: E402
+from sparkneural.data.audio import read_wav, write_wav  # noqa: E402
+from sparkneural.datasets import digits, digits_split  # noqa: E402
+from sparkneural.estimators import MLPClassifier  # noqa: E402
 
 scratch = Path(sys.argv[1])
 found = {}
 started = time.perf_counter()
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    spark = session.get_spark("sparkdl-connect-test")
+    spark = session.get_spark("sparkneural-connect-test")
 found["startWarnings"] = [str(w.message) for w in caught if "pandas" not in str(w.message)]
 found["sessionClass"] = f"{type(spark).__module__}.{type(spark).__name__}"
 found["sameSessionAgain"] = session.get_spark() is spark

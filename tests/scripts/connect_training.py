@@ -22,9 +22,9 @@ from pyspark.ml.evaluation import MulticlassClassificationEvaluator  # noqa: E40
 from pyspark.ml import Pipeline, PipelineModel  # noqa: E402
 from pyspark.ml.tuning import CrossValidator, ParamGridBuilder  # noqa: E402
 
-from sparkdl.datasets import digits  # noqa: E402
-from sparkdl.estimators import MLPClassifier  # noqa: E402
-from sparkdl.session import get_spark  # noqa: E402
+from sparkneural.datasets import digits  # noqa: E402
+from sparkneural.estimators import MLPClassifier  # noqa: E402
+from sparkneural.session import get_spark  # noqa: E402
 
 
 def connect_executors() -> list[int]:
@@ -67,7 +67,7 @@ class SocketWatch(threading.Thread):
 
 
 output = sys.stdout = Tee(sys.stdout)
-spark = get_spark("sparkdl-connect-training")
+spark = get_spark("sparkneural-connect-training")
 data = digits(spark).selectExpr("transform(features, v -> v / 16.0) AS features", "label")
 train, test = (part.cache() for part in data.randomSplit([0.8, 0.2], seed=1))
 evaluator = MulticlassClassificationEvaluator(metricName="accuracy")

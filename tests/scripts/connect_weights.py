@@ -22,7 +22,7 @@ from pyspark.sql import SparkSession
 
 
 def score(spark, df, path: str) -> dict:
-    from sparkdl.estimators import TorchModel
+    from sparkneural.estimators import TorchModel
 
     started = time.perf_counter()
     model = TorchModel.load(path)
@@ -40,7 +40,7 @@ def score(spark, df, path: str) -> dict:
 
 
 def embed(spark, bert: dict) -> list:
-    from sparkdl.text import BertEmbeddings
+    from sparkneural.text import BertEmbeddings
 
     texts = spark.createDataFrame(list(enumerate(bert["texts"])), "id int, text string")
     params = {k: v for k, v in bert.items() if k not in ("texts", "path")}

@@ -20,9 +20,9 @@ from pyspark.ml.functions import array_to_vector
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
-from sparkdl.datasets import digits  # noqa: E402
-from sparkdl.estimators import MLPClassifier  # noqa: E402
-from sparkdl.session import get_spark  # noqa: E402
+from sparkneural.datasets import digits  # noqa: E402
+from sparkneural.estimators import MLPClassifier  # noqa: E402
+from sparkneural.session import get_spark  # noqa: E402
 
 ROWS = 40
 
@@ -31,7 +31,7 @@ def main() -> None:
     line = ".".join(pyspark.__version__.split(".")[:2])
     target = os.path.join(os.path.dirname(__file__), "..", "fixtures", f"saved-on-spark-{line}")
     shutil.rmtree(target, ignore_errors=True)
-    spark = get_spark("sparkdl-fixtures", master="local[2]")
+    spark = get_spark("sparkneural-fixtures", master="local[2]")
     df = digits(spark).limit(300).select(array_to_vector("features").alias("pixels"), "label").cache()
     quiet = dict(backend="local", verbose=0, epochs=3, seed=1, hiddenLayers=[16])
     model = MLPClassifier(featuresCol="pixels", **quiet).fit(df)
