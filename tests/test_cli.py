@@ -84,3 +84,21 @@ def test_digits_mlp_runs_end_to_end_and_writes_metrics_plots_and_model(form, tmp
     for picture in ("training_curves.png", "confusion_matrix.png"):
         assert (output / picture).stat().st_size > 10_000
     assert (output / "model" / "metadata").is_dir()
+
+
+def test_a_missing_relative_conf_path_reads_the_conf_shipped_with_the_package(tmp_path, monkeypatch):
+    from sparkneural import runner
+
+    monkeypatch.chdir(tmp_path)
+    assert runner.conf_path("conf/digits_mlp.yaml") == str(ROOT / "conf" / "digits_mlp.yaml")
+    assert runner.conf_path("conf/no_such_pipeline.yaml") == "conf/no_such_pipeline.yaml"
+    assert runner.conf_path("elsewhere/digits_mlp.yaml") == "elsewhere/digits_mlp.yaml"
+    assert runner.conf_path(None) is None
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "digits_mlp.yaml").write_text("seed: 3\n")
+    assert runner.conf_path("conf/digits_mlp.yaml") == "conf/digits_mlp.yaml"
+
+
+def test_sparkneural_build_horovod_is_listed_in_the_help():
+    out = subprocess.run([str(BIN / "sparkneural"), "--help"], capture_output=True, text=True, check=True, env=_env()).stdout
+    assert "build-horovod" in out and "list" in out and "run" in out

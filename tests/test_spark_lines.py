@@ -87,7 +87,7 @@ def test_horovod_without_horovod_names_the_build_command(spark, monkeypatch):
 
     monkeypatch.setattr(base, "horovod_error", lambda: "ImportError: no horovod")
     monkeypatch.setattr(TorchEstimator, "_materialize", lambda *a: pytest.fail("training started"))
-    with pytest.raises(ValueError, match=r"backend: 'horovod' needs horovod built for PyTorch.*make setup"):
+    with pytest.raises(ValueError, match=r"backend: 'horovod' needs horovod built for PyTorch.*sparkneural build-horovod"):
         MLPClassifier(backend="horovod").fit(_frame(spark))
 
 

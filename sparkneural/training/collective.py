@@ -48,8 +48,8 @@ def horovod_gpu_error() -> str | None:
     if hvd.nccl_built():
         return None
     return (f"device: a rank computes on a GPU, but horovod {horovod.__version__} was built without GPU operations, so it "
-            "cannot allreduce CUDA gradients; rebuild it with HOROVOD_GPU_OPERATIONS=NCCL (scripts/setup.sh does where torch "
-            "has CUDA and nvcc is on the PATH), or set device='cpu' or backend='torch_distributor'")
+            "cannot allreduce CUDA gradients; rebuild it with HOROVOD_GPU_OPERATIONS=NCCL (sparkneural build-horovod does "
+            "where torch has CUDA and nvcc is on the PATH), or set device='cpu' or backend='torch_distributor'")
 
 
 class LocalCollective:

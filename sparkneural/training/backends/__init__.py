@@ -16,7 +16,7 @@ from sparkneural.training.backends.local import LocalBackend
 from sparkneural.training.backends.torch_distributor import TorchDistributorBackend
 
 BACKENDS = {"auto": None, "horovod": HorovodBackend, "torch_distributor": TorchDistributorBackend, "local": LocalBackend}
-HOROVOD_SETUP = "make setup (scripts/setup.sh builds horovod 0.28.1 for PyTorch)"
+HOROVOD_SETUP = "pip install 'sparkneural[horovod]' && sparkneural build-horovod (builds horovod 0.28.1 for this torch)"
 
 
 def horovod_error() -> str | None:
