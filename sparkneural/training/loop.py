@@ -294,10 +294,9 @@ def _resume(rank: RankTraining, stopping: EarlyStopping) -> tuple[int, list[dict
 
 
 def _end_epoch(rank: RankTraining, reporter: Reporter, history: list[dict[str, float]], best: dict[str, Any]) -> None:
-    """Rank 0's end of an epoch: its line, then its checkpoint."""
+    """Rank 0's end of an epoch: its record to the driver (printed when verbose), then its checkpoint."""
     spec, record = rank.spec, history[-1]
-    if spec.verbose:
-        reporter.epoch(record, spec.epochs)
+    reporter.epoch(record, spec.epochs, show=bool(spec.verbose))
     if spec.checkpointDir:
         _save_checkpoint(
             spec.checkpointDir,

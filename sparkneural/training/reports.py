@@ -564,8 +564,9 @@ class Reporter:
         """Rank 0 starts training (its first step of ``epoch``, 1-based)."""
         self._send({"kind": "step", "epoch": epoch})
 
-    def epoch(self, record: dict[str, float], epochs: int) -> None:
-        if not self._send({"kind": "epoch", "record": record, "epochs": epochs}):
+    def epoch(self, record: dict[str, float], epochs: int, show: bool = True) -> None:
+        """Sends the epoch's record to the driver (which prints it when verbose); without a channel, prints it if ``show``."""
+        if not self._send({"kind": "epoch", "record": record, "epochs": epochs}) and show:
             print(("\r\x1b[K" if self._bar_drawn else "") + format_epoch(record, epochs), flush=True)
             self._bar_drawn = False
 
