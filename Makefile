@@ -7,12 +7,12 @@ STAMP  := $(VENV)/.sparkneural-setup
 # e.g. make test PYTEST_ARGS="-m stacks" (the subset CI runs on the second Spark line)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench bench-quick clean
+.PHONY: setup demo test docs bench bench-quick clean
 
 setup: $(STAMP)
 
 # Stale when the project's requirements or the set-up scripts change.
-$(STAMP): pyproject.toml requirements/spark-$(SPARK).txt scripts/setup.sh scripts/cxx17
+$(STAMP): pyproject.toml requirements/spark-$(SPARK).txt scripts/setup.sh sparkneural/cxx17 sparkneural/horovod_build.py
 	SPARK=$(SPARK) VENV=$(VENV) bash scripts/setup.sh
 	touch $(STAMP)
 
@@ -22,7 +22,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
-# Benchmarks print one table and write benchmarks/results/*.json (README, "Performance").
+# The documentation site, into site/ (every warning an error; mkdocs serve previews it).
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict -d site
+
+# Benchmarks print one table and write benchmarks/results/*.json (the site's performance page).
 bench: $(STAMP)
 	$(PYTHON) benchmarks/run_all.py
 
@@ -30,4 +34,4 @@ bench-quick: $(STAMP)
 	$(PYTHON) benchmarks/run_all.py --quick
 
 clean:
-	rm -rf .venv .venv-spark3.5 build dist *.egg-info .pytest_cache spark-warehouse metastore_db derby.log output
+	rm -rf .venv .venv-spark3.5 build dist *.egg-info .pytest_cache spark-warehouse metastore_db derby.log output site

@@ -36,7 +36,7 @@ MAX_LENGTH, BATCH_SIZE, THREADS = 128, 32, 2
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
+from machine import git_commit, machine_info  # noqa: E402  (benchmarks/machine.py)
 from common import NO_GPU_NOTE, at_least, figure, gpu_info, table  # noqa: E402  (benchmarks/common.py)
 
 RATIO_TARGET = 0.85
@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "bert_throughput",
         "date": dt.datetime.now().isoformat(timespec="seconds"),
+        **({"commit": commit} if (commit := git_commit()) else {}),
         "quick": args.quick,
         "figures": figures,
         "model": args.model_name,

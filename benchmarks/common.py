@@ -20,7 +20,6 @@ import math
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +41,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # baselines honest on a busy one. Set before torch is imported anywhere.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
+from machine import git_commit, machine_info  # noqa: E402  (benchmarks/machine.py)
 
 CORES = 2  # every Spark figure runs on local[2]; the plain baselines get as many threads
 CHEAP = {"architecture": "mlp", "architectureParams": {"hiddenLayers": [256, 256]}, "inputShape": [64], "label": "cheap MLP 64-256-256-10"}
@@ -73,15 +72,6 @@ def versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             pass
     return found
-
-
-def git_commit() -> str | None:
-    """The commit checked out where the benchmark ran (``git rev-parse HEAD``), or None outside a git checkout."""
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return (done.stdout.strip() or None) if done.returncode == 0 else None
 
 
 # -- figures --------------------------------------------------------------------------

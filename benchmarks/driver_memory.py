@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
+from machine import git_commit, machine_info  # noqa: E402  (benchmarks/machine.py)
 
 
 class PeakMemory:
@@ -118,6 +118,7 @@ def main() -> None:
         "note": "python_rss_mb and jvm_rss_mb are peaks sampled every 0.2 s (baseline: just before fit); "
                 "in local mode the JVM is the driver and the executors at once",
         "stages": stages,
+        **({"commit": commit} if (commit := git_commit()) else {}),
         "machine": {**machine, "python": platform.python_version(), "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
     }
     print(f"rows {args.rows:,}, spark.driver.memory {args.driver_memory}")

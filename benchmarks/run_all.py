@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import NO_GPU_NOTE, RESULTS, ROOT, figure, gpu_info, machine_info, table, versions  # noqa: E402
+from common import NO_GPU_NOTE, RESULTS, ROOT, figure, git_commit, gpu_info, machine_info, table, versions  # noqa: E402
 
 # Cheapest first, so a broken set-up shows early.
 SCRIPTS = {
@@ -64,6 +64,7 @@ def main() -> int:
     targets = [f for f in figures if f["met"] is not None]
     summary = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
+        **({"commit": commit} if (commit := git_commit()) else {}),
         "quick": args.quick,
         "seconds": round(time.perf_counter() - started, 1),
         "seconds_per_script": seconds,

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from sparkneural.nn.wavenet import generation_speed  # noqa: E402
 
 
-from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
+from machine import git_commit, machine_info  # noqa: E402  (benchmarks/machine.py)
 from common import NO_GPU_NOTE, at_least, figure, gpu_info, table  # noqa: E402  (benchmarks/common.py)
 
 RATIO_TARGET = 10.0
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "wavenet_generation",
         "date": dt.datetime.now().isoformat(timespec="seconds"),
+        **({"commit": commit} if (commit := git_commit()) else {}),
         "quick": args.quick,
         "figures": figures,
         "settings": {"residualChannels": 32, "dilationChannels": 32, "skipChannels": 64, "dtype": "float32", "repeats": args.repeats},

@@ -10,9 +10,9 @@ The rule, the same for training ranks, ``transform`` and BERT features:
   TorchDistributor, restricted the process to its GPUs) the index is its
   position there, as CUDA numbers the visible devices.
 
-A Horovod rank runs in a process that Horovod starts from the Spark task, out
-of reach of ``TaskContext``: the task hands its addresses on in
-``SPARKNEURAL_GPU_ADDRESSES`` (see ``horovod_internals.sparkneural_tasks``).
+Every backend's rank runs in its barrier task, so ``TaskContext`` gives the
+addresses. ``SPARKNEURAL_GPU_ADDRESSES`` (comma-separated), where set in the
+process, overrides them: a process that Spark did not start names its GPUs.
 
 Precision: ``"32"``, ``"bf16-mixed"`` (autocast to bfloat16, on CPU or GPU)
 or ``"16-mixed"`` (autocast to float16 with a loss scaler; GPU only).

@@ -64,6 +64,10 @@ class Options:
     def allowed(self) -> list:
         return list(self.source() if self.source else self.values)
 
+    def describe(self) -> str:
+        """The values allowed, as the error message words them, e.g. "one of ['adam', 'sgd']"."""
+        return f"one of {self.allowed()}" + (" or None" if self.optional else "")
+
     def __call__(self, name: str, value: Any) -> None:
         if value is None and self.optional:
             return

@@ -122,7 +122,7 @@ class HorovodBackend:
     """Horovod over the ranks of one barrier stage: Gloo on CPU, NCCL on GPU.
 
     On executors with CUDA each rank takes one GPU; horovod must then be
-    built with NCCL (see README, "GPU clusters").
+    built with NCCL (see docs/running/gpus.md).
     """
 
     name = "horovod"
